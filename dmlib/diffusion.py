@@ -1,0 +1,192 @@
+"""The forward process and the exact identities that follow from it.
+
+Notation (book's appendix): x_t = alpha_t x_0 + sigma_t eps with eps ~ N(0, I), continuous
+time t in [0, 1], coefficients from a :class:`dmlib.schedules.Schedule`. For s < t,
+
+    alpha_{t|s} = alpha_t / alpha_s,      sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2
+
+are the coefficients of the transition q(x_t | x_s) = N(alpha_{t|s} x_s, sigma_{t|s}^2 I).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _check
+from .schedules import Schedule, expand_to
+
+PREDICTIONS = ("eps", "x0", "v", "score", "velocity")
+
+
+def _schedule(schedule) -> Schedule:
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a dmlib.schedules.Schedule, got {type(schedule).__name__}")
+    return schedule
+
+
+def _noise_like(x: torch.Tensor, eps, generator, name="eps") -> torch.Tensor:
+    if eps is None:
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    _check.tensor(eps, name, min_dim=0)
+    _check.same_shape(eps, x, name, "x0")
+    return eps
+
+
+def q_sample(x0: torch.Tensor, t, schedule: Schedule, eps: torch.Tensor | None = None,
+             *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw x_t ~ q(x_t | x_0) in one shot: x_t = alpha_t x_0 + sigma_t eps (Section 1.2).
+
+    ``x0`` has shape (B, ...); ``t`` is a float or a (B,) tensor of times in [0, 1]; ``eps``
+    is the noise to use (drawn from ``generator`` when omitted).
+    """
+    _check.tensor(x0, "x0")
+    schedule = _schedule(schedule)
+    t = _check.batch_time(_check.as_time(t), x0)
+    eps = _noise_like(x0, eps, generator)
+    a, s = schedule.alpha_sigma(t.to(x0.device))
+    return expand_to(a, x0) * x0 + expand_to(s, x0) * eps  # (B, ...)
+
+
+def marginal(x0: torch.Tensor, t, schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of q(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I) (Section 1.2).
+
+    Returns ``(mean, var)``: mean of x0's shape, var of shape (B, 1, ..., 1).
+    """
+    _check.tensor(x0, "x0")
+    schedule = _schedule(schedule)
+    t = _check.batch_time(_check.as_time(t), x0)
+    a, s = schedule.alpha_sigma(t.to(x0.device))
+    return expand_to(a, x0) * x0, expand_to(s**2, x0)
+
+
+def transition(s, t, schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coefficients of q(x_t | x_s) = N(alpha_{t|s} x_s, sigma_{t|s}^2 I) for s <= t (Section 1.2).
+
+    Returns ``(alpha_ts, sigma2_ts)`` with alpha_{t|s} = alpha_t / alpha_s and
+    sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2. For a VP schedule on the grid
+    s = (k-1)/T, t = k/T this is the DDPM step: alpha_{t|s}^2 = 1 - beta_k, sigma_{t|s}^2 = beta_k.
+    """
+    schedule = _schedule(schedule)
+    s, t = _check.as_time(s, "s"), _check.as_time(t, "t")
+    if s.shape != t.shape and 1 not in (s.shape[0], t.shape[0]):
+        raise ValueError(f"s and t must have the same shape or be scalars, got {tuple(s.shape)} and {tuple(t.shape)}")
+    if (s > t).any():
+        raise ValueError("s must not exceed t: the forward transition q(x_t | x_s) runs from s up to t")
+    a_s, sig_s = schedule._alpha_sigma(s.to(torch.float64))
+    a_t, sig_t = schedule._alpha_sigma(t.to(torch.float64))
+    a_ts = a_t / a_s
+    var_ts = (sig_t**2 - a_ts**2 * sig_s**2).clamp_min(0.0)
+    dtype = torch.promote_types(s.dtype, t.dtype)
+    return a_ts.to(dtype), var_ts.to(dtype)
+
+
+def q_step(x_s: torch.Tensor, s, t, schedule: Schedule, eps: torch.Tensor | None = None,
+           *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One step of the forward Markov chain: x_t = alpha_{t|s} x_s + sigma_{t|s} eps (Section 1.1).
+
+    With s = (k - 1)/T and t = k/T on a VP schedule this is DDPM's
+    x_k = sqrt(1 - beta_k) x_{k-1} + sqrt(beta_k) eps. Iterating it from 0 to t gives the
+    same distribution as :func:`q_sample` at t -- the closed form of Section 1.2.
+    """
+    _check.tensor(x_s, "x_s")
+    s = _check.batch_time(_check.as_time(s, "s"), x_s, "s")
+    t = _check.batch_time(_check.as_time(t, "t"), x_s, "t")
+    a_ts, var_ts = transition(s, t, schedule)
+    eps = _noise_like(x_s, eps, generator)
+    return expand_to(a_ts, x_s).to(x_s.device) * x_s + expand_to(var_ts.sqrt(), x_s).to(x_s.device) * eps
+
+
+def posterior(x0: torch.Tensor, x_t: torch.Tensor, s, t, schedule: Schedule
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of q(x_s | x_t, x_0) for s < t, by completing the square (Section 1.6).
+
+        mu    = alpha_{t|s} sigma_s^2 / sigma_t^2 * x_t  +  alpha_s sigma_{t|s}^2 / sigma_t^2 * x_0
+        var   = sigma_{t|s}^2 sigma_s^2 / sigma_t^2
+
+    On the DDPM grid (s = (k-1)/T, t = k/T, VP) these are Ho et al.'s
+    mu~ = sqrt(alpha_bar_{k-1}) beta_k / (1 - alpha_bar_k) x_0 + sqrt(1 - beta_k)(1 - alpha_bar_{k-1}) / (1 - alpha_bar_k) x_k
+    and beta~_k = (1 - alpha_bar_{k-1}) / (1 - alpha_bar_k) beta_k.
+    Returns ``(mean, var)``: mean of x_t's shape, var of shape (B, 1, ..., 1).
+    """
+    _check.tensor(x0, "x0")
+    _check.tensor(x_t, "x_t")
+    _check.same_shape(x0, x_t, "x0", "x_t")
+    schedule = _schedule(schedule)
+    s = _check.batch_time(_check.as_time(s, "s"), x_t, "s")
+    t = _check.batch_time(_check.as_time(t, "t"), x_t, "t")
+    if (s >= t).any():
+        raise ValueError("posterior needs s < t: it looks back from x_t to an earlier time s")
+    a_ts, var_ts = transition(s, t, schedule)
+    a_s, sig_s = schedule._alpha_sigma(s.to(torch.float64))
+    _, sig_t = schedule._alpha_sigma(t.to(torch.float64))
+    c_xt = a_ts.double() * sig_s**2 / sig_t**2  # coefficient of x_t
+    c_x0 = a_s * var_ts.double() / sig_t**2  # coefficient of x_0
+    var = var_ts.double() * sig_s**2 / sig_t**2
+    mean = expand_to(c_xt, x_t).to(x_t.device) * x_t + expand_to(c_x0, x0).to(x0.device) * x0
+    return mean, expand_to(var, x_t).to(x_t.device)
+
+
+def convert(pred: torch.Tensor, x_t: torch.Tensor, t, schedule: Schedule, *, src: str, dst: str) -> torch.Tensor:
+    """Convert a prediction of one kind into any other, exactly (Section 1.7).
+
+    Kinds: ``"eps"`` (the noise), ``"x0"`` (the clean data), ``"v"`` = alpha_t eps - sigma_t x_0
+    (Salimans & Ho, 2022), ``"score"`` = -eps / sigma_t (the score of q(x_t | x_0); for a model's
+    expected eps, the score of the marginal p_t -- Tweedie's formula, Chapter 3) and
+    ``"velocity"`` = alpha_t' x_0 + sigma_t' eps (the path's time derivative, Chapter 5).
+
+    Every kind determines the pair (x_0, eps) given x_t = alpha_t x_0 + sigma_t eps:
+
+        from eps:       x_0 = (x_t - sigma_t eps) / alpha_t
+        from x0:        eps = (x_t - alpha_t x_0) / sigma_t
+        from score:     eps = -sigma_t score
+        from v:         x_0 = (alpha_t x_t - sigma_t v) / (alpha_t^2 + sigma_t^2),
+                        eps = (sigma_t x_t + alpha_t v) / (alpha_t^2 + sigma_t^2)
+        from velocity:  x_0 = (sigma_t' x_t - sigma_t u) / D,  eps = (alpha_t u - alpha_t' x_t) / D,
+                        D = alpha_t sigma_t' - sigma_t alpha_t'
+
+    Dividing by alpha_t (from eps) or sigma_t (from x0) is ill-conditioned where that
+    coefficient is near 0 (t near 1, resp. 0); that is a property of the identity, not a bug.
+    """
+    _check.choice(src, "src", PREDICTIONS)
+    _check.choice(dst, "dst", PREDICTIONS)
+    _check.tensor(pred, "pred")
+    _check.tensor(x_t, "x_t")
+    _check.same_shape(pred, x_t, "pred", "x_t")
+    schedule = _schedule(schedule)
+    t = _check.batch_time(_check.as_time(t), x_t)
+    if src == dst:
+        return pred
+    t = t.to(x_t.device)
+    a, s = (expand_to(c, x_t) for c in schedule.alpha_sigma(t))
+
+    # 1. recover the pair (x0, eps) from the source kind
+    if src == "eps":
+        eps = pred
+        x0 = (x_t - s * eps) / a
+    elif src == "x0":
+        x0 = pred
+        eps = (x_t - a * x0) / s
+    elif src == "score":
+        eps = -s * pred
+        x0 = (x_t - s * eps) / a
+    elif src == "v":
+        norm = a**2 + s**2
+        x0 = (a * x_t - s * pred) / norm
+        eps = (s * x_t + a * pred) / norm
+    else:  # velocity
+        da, ds = (expand_to(c, x_t) for c in schedule.derivatives(t))
+        det = a * ds - s * da
+        x0 = (ds * x_t - s * pred) / det
+        eps = (a * pred - da * x_t) / det
+
+    # 2. express the destination kind through (x0, eps)
+    if dst == "eps":
+        return eps
+    if dst == "x0":
+        return x0
+    if dst == "score":
+        return -eps / s
+    if dst == "v":
+        return a * eps - s * x0
+    da, ds = (expand_to(c, x_t) for c in schedule.derivatives(t))
+    return da * x0 + ds * eps

@@ -1,0 +1,109 @@
+"""Run mode, seeding and device choice: the one place a notebook asks how much to do.
+
+The run mode is read from the environment variable ``DMLIB_MODE``:
+
+* ``quick`` -- tests and CI: tiny budgets, every notebook finishes in seconds on a CPU;
+* ``full`` (the default) -- a reader's run: the budgets the book's figures were made with.
+
+Notebooks never branch on the mode themselves; they ask for a budget,
+``steps = budget(full=5000, quick=50)``. Introduced in Section 1.1 (the set-up cell).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+MODE_ENV = "DMLIB_MODE"
+MODES = ("quick", "full")
+
+
+def run_mode() -> str:
+    """Return the run mode, ``"quick"`` or ``"full"``, read from ``$DMLIB_MODE``.
+
+    An unset or empty variable means ``"full"``; any other value is an error, so a typo
+    such as ``DMLIB_MODE=fast`` cannot silently start the long run.
+    """
+    mode = os.environ.get(MODE_ENV, "").strip().lower() or "full"
+    if mode not in MODES:
+        raise ValueError(
+            f"environment variable {MODE_ENV} must be one of {', '.join(MODES)} (or unset for full); "
+            f"got {os.environ[MODE_ENV]!r}"
+        )
+    return mode
+
+
+def is_quick() -> bool:
+    """True in quick mode (tests, CI)."""
+    return run_mode() == "quick"
+
+
+def budget(*, full, quick):
+    """Pick a budget by run mode: ``budget(full=5000, quick=50)``.
+
+    Both values are required so that every notebook states its full-size budget next to the
+    tiny one used by the tests.
+    """
+    return quick if is_quick() else full
+
+
+def set_seed(seed: int = 0) -> torch.Generator:
+    """Seed Python's ``random``, NumPy and torch (CPU and every CUDA device).
+
+    Returns a fresh CPU ``torch.Generator`` seeded with the same value, for code that wants
+    its randomness explicit (samplers and data generators take one). After ``set_seed(s)`` a
+    CPU run repeats exactly.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return torch.Generator().manual_seed(seed)
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """Choose the compute device: CUDA, then Apple's MPS, then the CPU.
+
+    ``prefer`` forces a choice (``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"cpu"``); the
+    environment variable ``DMLIB_DEVICE`` does the same for a whole run. Asking for a device
+    that is not there raises a clear error instead of failing later inside torch.
+    """
+    want = prefer if prefer is not None else (os.environ.get("DMLIB_DEVICE") or None)
+    if want is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(want)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {want!r}") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device {want!r} was requested but CUDA is not available "
+                f"(torch {torch.__version__}, built with CUDA: {torch.version.cuda is not None}). "
+                "Use get_device() to fall back to the CPU, or install a CUDA build of torch."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"device {want!r} was requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    elif dev.type == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise RuntimeError(f"device {want!r} was requested but Apple's MPS backend is not available")
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {want!r}")
+    return dev
+
+
+def describe(device: torch.device | None = None) -> str:
+    """One line for a notebook's first cell: run mode, device and torch version."""
+    device = device if device is not None else get_device()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return f"run mode: {run_mode()} | device: {name} | torch {torch.__version__}"

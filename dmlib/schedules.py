@@ -1,0 +1,281 @@
+"""Noise schedules: how much signal and noise the forward process keeps at time t.
+
+Every schedule describes the Gaussian marginal of the forward process (Section 1.2)
+
+    x_t = alpha_t * x_0 + sigma_t * eps,        eps ~ N(0, I),        t in [0, 1],
+
+through two functions ``alpha(t)`` and ``sigma(t)``. Derived quantities are shared:
+
+    SNR(t)     = alpha_t^2 / sigma_t^2                     (Section 1.4)
+    log_snr(t) = 2 log alpha_t - 2 log sigma_t
+
+Variance-preserving (VP) schedules set ``sigma_t^2 = 1 - alpha_bar_t`` and
+``alpha_t = sqrt(alpha_bar_t)``; they are defined by ``alpha_bar(t)`` alone (Section 1.3).
+For discrete use, a T-step chain takes the times ``t_k = k / T`` (k = 0..T), so
+
+    alpha_bar_k = alpha_bar(k / T),    beta_k = 1 - alpha_bar_k / alpha_bar_{k-1}.
+
+All values are computed in float64 and returned in the dtype of ``t`` (tables: float32 unless
+asked otherwise), so a schedule evaluated in float32 is as accurate as float32 allows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _check
+
+# Smallest alpha_bar a VP schedule returns. Schedules whose alpha_bar reaches exactly 0 at
+# t = 1 (cosine, sigmoid) would otherwise give sigma_t / alpha_t = inf; clamping at 1e-8
+# (log-SNR about -18.4) changes alpha_bar only for t within about 1e-4 of 1.
+ALPHA_BAR_MIN = 1e-8
+
+
+class Schedule:
+    """A forward process x_t = alpha(t) x_0 + sigma(t) eps (Section 1.2).
+
+    Subclasses implement ``_alpha_sigma(t64)`` on a float64 tensor of times in [0, 1].
+    """
+
+    name = "schedule"
+    variance_preserving = False
+
+    # -- to implement -------------------------------------------------------------------
+    def _alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    # -- public interface -----------------------------------------------------------------
+    def _eval(self, t, name="t"):
+        t = _check.as_time(t, name)
+        a, s = self._alpha_sigma(t.to(torch.float64))
+        return t, a, s
+
+    def alpha(self, t) -> torch.Tensor:
+        """Signal coefficient alpha_t of x_t = alpha_t x_0 + sigma_t eps, Section 1.2."""
+        t, a, _ = self._eval(t)
+        return a.to(t.dtype)
+
+    def sigma(self, t) -> torch.Tensor:
+        """Noise standard deviation sigma_t of x_t = alpha_t x_0 + sigma_t eps."""
+        t, _, s = self._eval(t)
+        return s.to(t.dtype)
+
+    def alpha_sigma(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both coefficients at once, ``(alpha_t, sigma_t)``, each of shape (B,)."""
+        t, a, s = self._eval(t)
+        return a.to(t.dtype), s.to(t.dtype)
+
+    def snr(self, t) -> torch.Tensor:
+        """Signal-to-noise ratio SNR(t) = alpha_t^2 / sigma_t^2 (Section 1.4)."""
+        t, a, s = self._eval(t)
+        return (a**2 / s**2).to(t.dtype)
+
+    def log_snr(self, t) -> torch.Tensor:
+        """Log signal-to-noise ratio lambda_t = log(alpha_t^2 / sigma_t^2) (Section 1.4)."""
+        t, a, s = self._eval(t)
+        return (2 * torch.log(a) - 2 * torch.log(s)).to(t.dtype)
+
+    def derivatives(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """Time derivatives ``(d alpha_t / dt, d sigma_t / dt)``, by autograd in float64.
+
+        Used by the velocity of a probability path, u_t = alpha_t' x_0 + sigma_t' eps.
+        """
+        t = _check.as_time(t)
+        t64 = t.detach().to(torch.float64).requires_grad_(True)
+        with torch.enable_grad():
+            a, s = self._alpha_sigma(t64)
+            da = torch.autograd.grad(a.sum(), t64, retain_graph=True)[0]
+            ds = torch.autograd.grad(s.sum(), t64)[0]
+        return da.to(t.dtype), ds.to(t.dtype)
+
+    def times(self, T: int) -> torch.Tensor:
+        """The T + 1 grid times t_k = k / T of a T-step chain, in float64."""
+        T = _check.positive_int(T, "T")
+        return torch.arange(T + 1, dtype=torch.float64) / T
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({params})"
+
+
+class VPSchedule(Schedule):
+    """A variance-preserving schedule: sigma_t^2 = 1 - alpha_bar_t (Section 1.3).
+
+    Subclasses implement ``_alpha_bar(t64)``.
+    """
+
+    variance_preserving = True
+
+    def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _alpha_sigma(self, t):
+        ab = self._alpha_bar(t).clamp(ALPHA_BAR_MIN, 1.0)
+        return ab.sqrt(), (1 - ab).sqrt()
+
+    def alpha_bar(self, t) -> torch.Tensor:
+        """alpha_bar_t = alpha_t^2, the fraction of the signal's variance left at time t, Section 1.3."""
+        t = _check.as_time(t)
+        return self._alpha_bar(t.to(torch.float64)).clamp(ALPHA_BAR_MIN, 1.0).to(t.dtype)
+
+    def alpha_bars(self, T: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Table of alpha_bar_k = alpha_bar(k / T) for k = 0..T, shape (T + 1,).
+
+        Entry k belongs to step k, so ``alpha_bars(T)[0]`` is the clean data's 1.
+        """
+        t = self.times(T)
+        return self._alpha_bar(t).clamp(ALPHA_BAR_MIN, 1.0).to(dtype)
+
+    def betas(self, T: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Table of per-step variances beta_k = 1 - alpha_bar_k / alpha_bar_{k-1}, shape (T + 1,).
+
+        ``betas(T)[k]`` is beta_k of the Markov chain q(x_k | x_{k-1}) = N(sqrt(1 - beta_k) x_{k-1},
+        beta_k I) (Section 1.1); entry 0 is 0 by convention. The product of the
+        (1 - beta_k) recovers ``alpha_bars(T)``, Section 1.3.
+        """
+        ab = self.alpha_bars(T, dtype=torch.float64)
+        b = torch.zeros_like(ab)
+        b[1:] = 1 - ab[1:] / ab[:-1]
+        return b.to(dtype)
+
+
+class LinearSchedule(VPSchedule):
+    """DDPM's linear schedule in continuous time (Ho et al., 2020; Song et al., 2021).
+
+    beta(t) = beta_min + t (beta_max - beta_min) is the rate of the VP SDE, and
+
+        alpha_bar(t) = exp(-(beta_min t + (beta_max - beta_min) t^2 / 2)).
+
+    With T steps, beta_k is close to beta(k / T) / T; the defaults 0.1 and 20 reproduce
+    DDPM's betas from 1e-4 to 0.02 for T = 1000. Section 1.3.
+    """
+
+    name = "linear"
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        self.beta_min = _check.finite_positive(beta_min, "beta_min")
+        self.beta_max = _check.finite_positive(beta_max, "beta_max")
+        if self.beta_max <= self.beta_min:
+            raise ValueError(f"beta_max must be greater than beta_min, got beta_min={beta_min}, beta_max={beta_max}")
+
+    def _alpha_bar(self, t):
+        return torch.exp(-(self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2))
+
+
+class CosineSchedule(VPSchedule):
+    """The cosine schedule of Nichol & Dhariwal (2021). Section 1.3.
+
+        alpha_bar(t) = f(t) / f(0),    f(t) = cos^2( (t + s) / (1 + s) * pi / 2 ),
+
+    with a small offset s so that beta near t = 0 is not too small. alpha_bar reaches 0 at
+    t = 1; it is clamped at ``ALPHA_BAR_MIN`` there (the paper clips beta at 0.999 instead).
+    """
+
+    name = "cosine"
+
+    def __init__(self, s: float = 0.008):
+        self.s = _check.finite_positive(s, "s")
+
+    def _alpha_bar(self, t):
+        f = lambda u: torch.cos((u + self.s) / (1 + self.s) * math.pi / 2) ** 2  # noqa: E731
+        return f(t) / f(torch.zeros_like(t))
+
+
+class SigmoidSchedule(VPSchedule):
+    """A sigmoid schedule (Jabri et al., 2022; Chen, 2023). Section 1.3.
+
+        alpha_bar(t) = (sigmoid(end / tau) - sigmoid((start + t (end - start)) / tau))
+                       / (sigmoid(end / tau) - sigmoid(start / tau)).
+
+    The temperature tau sets how long the schedule lingers at high and low noise.
+    """
+
+    name = "sigmoid"
+
+    def __init__(self, start: float = -3.0, end: float = 3.0, tau: float = 1.0):
+        if not (isinstance(start, (int, float)) and isinstance(end, (int, float)) and end > start):
+            raise ValueError(f"end must be greater than start, got start={start!r}, end={end!r}")
+        self.start, self.end = float(start), float(end)
+        self.tau = _check.finite_positive(tau, "tau")
+
+    def _alpha_bar(self, t):
+        sig = lambda u: torch.sigmoid(torch.as_tensor(u, dtype=torch.float64) / self.tau)  # noqa: E731
+        v_start, v_end = sig(self.start), sig(self.end)
+        return (v_end - sig(self.start + t * (self.end - self.start))) / (v_end - v_start)
+
+
+class VESchedule(Schedule):
+    """Variance-exploding schedule (Song & Ermon, 2019; Song et al., 2021). Section 1.5.
+
+        x_t = x_0 + sigma(t) eps,    sigma(t) = sigma_min (sigma_max / sigma_min)^t,
+
+    so alpha_t = 1: the signal is never shrunk, the noise grows geometrically instead.
+    """
+
+    name = "ve"
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
+        self.sigma_min = _check.finite_positive(sigma_min, "sigma_min")
+        self.sigma_max = _check.finite_positive(sigma_max, "sigma_max")
+        if self.sigma_max <= self.sigma_min:
+            raise ValueError(
+                f"sigma_max must be greater than sigma_min, got sigma_min={sigma_min}, sigma_max={sigma_max}"
+            )
+
+    def _alpha_sigma(self, t):
+        s = self.sigma_min * (self.sigma_max / self.sigma_min) ** t
+        return torch.ones_like(t), s
+
+
+class FlowSchedule(Schedule):
+    """The linear (rectified-flow) path x_t = (1 - t) x_0 + t eps (Lipman et al., 2023; Liu et al., 2023).
+
+    Neither variance preserving nor exploding: the variance (1 - t)^2 + t^2 dips at t = 1/2.
+    Flow matching (Chapter 5) uses it; here it is one more schedule. Section 1.5.
+    """
+
+    name = "flow"
+
+    def __init__(self, t_max: float = 1.0 - 1e-4):
+        # sigma_t / alpha_t = t / (1 - t) is infinite at t = 1; alpha is floored at 1 - t_max.
+        if not (0.5 < t_max <= 1.0):
+            raise ValueError(f"t_max must be in (0.5, 1], got {t_max!r}")
+        self.t_max = float(t_max)
+
+    def _alpha_sigma(self, t):
+        return (1 - t).clamp_min(1 - self.t_max), t.clamp_min(0.0)
+
+
+SCHEDULES = {
+    "linear": LinearSchedule,
+    "cosine": CosineSchedule,
+    "sigmoid": SigmoidSchedule,
+    "ve": VESchedule,
+    "flow": FlowSchedule,
+}
+
+
+def get_schedule(name: str, **kwargs) -> Schedule:
+    """Build a schedule by name: ``"linear"``, ``"cosine"``, ``"sigmoid"``, ``"ve"`` or ``"flow"``."""
+    _check.choice(name, "name", SCHEDULES)
+    return SCHEDULES[name](**kwargs)
+
+
+def expand_to(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Reshape per-sample values of shape (B,) to (B, 1, ..., 1) so they broadcast against x."""
+    return v.reshape(v.shape[0], *([1] * (x.dim() - 1))).to(x.dtype)  # (B, 1, ..., 1)
+
+
+def extract(table: torch.Tensor, k: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Index a per-step table at integer steps k (shape (B,)) and reshape to broadcast against x.
+
+    ``extract(schedule.betas(T), k, x)`` is beta_k as a (B, 1, ..., 1) tensor on x's device.
+    """
+    if not isinstance(k, torch.Tensor) or k.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"k must be an integer tensor of steps, got {type(k).__name__}"
+                        + (f" of dtype {k.dtype}" if isinstance(k, torch.Tensor) else ""))
+    if k.numel() and (k.min() < 0 or k.max() >= table.shape[0]):
+        raise ValueError(f"k must lie in [0, {table.shape[0] - 1}], got values in [{k.min().item()}, {k.max().item()}]")
+    return expand_to(table.to(x.device)[k.to(x.device)], x)  # (B, 1, ..., 1)

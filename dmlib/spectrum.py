@@ -1,0 +1,43 @@
+"""The spectral view of the forward process: which frequencies noise drowns first.
+
+White noise has the same power at every spatial frequency, while natural images (and
+digits) put most of their power at low frequencies. Adding noise therefore hides the high
+frequencies first: at time t the signal's power alpha_t^2 P(f) falls below the noise floor
+sigma_t^2 (per pixel) at ever lower frequencies f. Section 1.8.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _check
+
+
+def radial_power_spectrum(images: torch.Tensor, n_bins: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Radially averaged power spectrum of a batch of images, averaged over the batch.
+
+        P(f) = mean over |k| in bin f of |FFT2(x)(k)|^2 / (H W)
+
+    With this normalisation white noise of variance sigma^2 has P(f) = sigma^2 at every f.
+    ``images`` has shape (B, C, H, W) or (B, H, W). Returns ``(freqs, power)``, each of shape
+    (n_bins,), frequencies in cycles per pixel from 0 to 0.5 (default: H // 2 bins).
+    """
+    _check.tensor(images, "images", min_dim=3)
+    if images.dim() == 4:
+        images = images.flatten(0, 1)  # (B*C, H, W)
+    if images.dim() != 3:
+        raise ValueError(f"images must have shape (B, C, H, W) or (B, H, W), got {tuple(images.shape)}")
+    H, W = images.shape[-2:]
+    n_bins = _check.positive_int(n_bins if n_bins is not None else min(H, W) // 2, "n_bins")
+    x = images.to(torch.float64)
+    power = (torch.fft.fft2(x).abs() ** 2).mean(0) / (H * W)  # (H, W)
+    fy = torch.fft.fftfreq(H, dtype=torch.float64)[:, None]
+    fx = torch.fft.fftfreq(W, dtype=torch.float64)[None, :]
+    radius = torch.sqrt(fx**2 + fy**2)  # (H, W), cycles per pixel
+    edges = torch.linspace(0, 0.5, n_bins + 1, dtype=torch.float64)
+    idx = torch.bucketize(radius.flatten(), edges[1:-1])  # bin of each frequency
+    keep = radius.flatten() <= 0.5
+    sums = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, idx[keep], power.flatten()[keep])
+    counts = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, idx[keep], torch.ones_like(power.flatten()[keep]))
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    return centers.float(), (sums / counts.clamp_min(1)).float()

@@ -1,0 +1,247 @@
+"""Two-dimensional data: samplers for toy datasets and Gaussian mixtures with exact answers.
+
+A Gaussian mixture stays a Gaussian mixture under the forward process: if
+x_0 ~ sum_k pi_k N(mu_k, Sigma_k), then x_t = alpha_t x_0 + sigma_t eps has density
+
+    p_t(x) = sum_k pi_k N(x; alpha_t mu_k, alpha_t^2 Sigma_k + sigma_t^2 I)     (Section 1.2)
+
+so its noised density, its score and the posterior mean E[x_0 | x_t] are all exact. The
+class :class:`GaussianMixture` exposes them, and -- through :meth:`GaussianMixture.denoiser` --
+the denoiser protocol ``model(x_t, t, y=None)`` that trained networks implement, so that
+samplers and metrics can be checked against an oracle with no training at all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from . import _check
+from .schedules import Schedule, expand_to
+
+DATASETS = ("moons", "swiss_roll", "circles", "8gaussians", "checkerboard")
+
+# Affine maps that give each dataset mean about 0 and per-coordinate spread about 1, so that
+# every toy lives on the same scale as the unit-variance noise it is mixed with.
+_SCALE = {"moons": 1.5, "swiss_roll": 0.15, "circles": 1.8, "8gaussians": 1.0 / 1.42, "checkerboard": 0.85}
+
+
+def _torch_seed(seed, generator) -> int:
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        return seed
+    g = generator if generator is not None else torch.default_generator
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=g).item())
+
+
+def sample_2d(name: str, n: int, *, seed: int | None = None,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw n points (float32, shape (n, 2)) from a named 2D toy dataset (Section 1.2).
+
+    ``name`` is one of ``"moons"``, ``"swiss_roll"``, ``"circles"`` (scikit-learn's
+    generators), ``"8gaussians"`` or ``"checkerboard"``. Each is scaled to mean about 0 and
+    spread about 1. Randomness comes from ``seed`` if given, else from ``generator`` (else
+    torch's global generator, so :func:`dmlib.run.set_seed` makes it repeat).
+    """
+    _check.choice(name, "name", DATASETS)
+    n = _check.positive_int(n, "n")
+    seed = _torch_seed(seed, generator)
+    rng = np.random.default_rng(seed)
+    if name in ("moons", "swiss_roll", "circles"):
+        from sklearn import datasets
+
+        if name == "moons":
+            x, _ = datasets.make_moons(n, noise=0.05, random_state=seed)
+            x = x - np.array([0.5, 0.25])
+        elif name == "circles":
+            x, _ = datasets.make_circles(n, noise=0.04, factor=0.5, random_state=seed)
+        else:
+            x3, _ = datasets.make_swiss_roll(n, noise=0.3, random_state=seed)
+            x = x3[:, [0, 2]] - np.array([2.0, 0.25])
+    elif name == "8gaussians":
+        angles = 2 * np.pi * rng.integers(0, 8, n) / 8
+        x = 2.0 * np.stack([np.cos(angles), np.sin(angles)], 1) + 0.1 * rng.standard_normal((n, 2))
+    else:  # checkerboard: 8 unit squares of a 4x4 board
+        x1 = rng.uniform(-2, 2, n)
+        x2 = rng.uniform(0, 1, n) + rng.integers(0, 2, n) * 2 - 2 + (np.floor(x1) % 2)
+        x = np.stack([x1, x2], 1)
+    return torch.as_tensor(x * _SCALE[name], dtype=torch.float32)
+
+
+class GaussianMixture:
+    """A mixture sum_k pi_k N(mu_k, Sigma_k) in D dimensions with exact noised quantities.
+
+    Parameters
+    ----------
+    means : (K, D) tensor
+    covs : (K, D, D) tensor of covariances, or (K,) standard deviations for isotropic parts
+    weights : (K,) mixing weights, normalised here (default: uniform)
+    labels : (K,) integer class of each component (default: all 0); ``y`` in
+        :meth:`denoiser` and :meth:`sample` selects the components of one class.
+
+    Computations run in float64; results come back in the dtype of the input.
+    Introduced in Section 1.2; the oracle of every later check.
+    """
+
+    def __init__(self, means, covs, weights=None, labels=None):
+        means = torch.as_tensor(means, dtype=torch.float64)
+        if means.dim() != 2:
+            raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
+        K, D = means.shape
+        covs = torch.as_tensor(covs, dtype=torch.float64)
+        if covs.shape == (K,):
+            if (covs <= 0).any():
+                raise ValueError("covs given as standard deviations must all be > 0")
+            covs = covs[:, None, None] ** 2 * torch.eye(D, dtype=torch.float64)  # (K, D, D)
+        if covs.shape != (K, D, D):
+            raise ValueError(f"covs must have shape ({K}, {D}, {D}) or ({K},), got {tuple(covs.shape)}")
+        if not torch.allclose(covs, covs.transpose(1, 2)):
+            raise ValueError("covs must be symmetric")
+        if (torch.linalg.eigvalsh(covs) <= 0).any():
+            raise ValueError("covs must be positive definite")
+        weights = torch.full((K,), 1.0 / K, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if weights.shape != (K,) or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"weights must be {K} non-negative numbers with a positive sum, got {weights.tolist()}")
+        labels = torch.zeros(K, dtype=torch.long) if labels is None else torch.as_tensor(labels, dtype=torch.long)
+        if labels.shape != (K,) or (labels < 0).any():
+            raise ValueError(f"labels must be {K} non-negative integers, got {labels.tolist()}")
+        self.means, self.covs, self.weights, self.labels = means, covs, weights / weights.sum(), labels
+        self.dim, self.n_components = D, K
+        self.n_classes = int(labels.max()) + 1
+
+    # -- constructors ----------------------------------------------------------------------
+    @classmethod
+    def eight_gaussians(cls, radius: float = 2.0 / 1.42, std: float = 0.1 / 1.42) -> "GaussianMixture":
+        """Eight isotropic Gaussians on a circle, labelled 0..7 (the mixture behind ``"8gaussians"``)."""
+        radius, std = _check.finite_positive(radius, "radius"), _check.finite_positive(std, "std")
+        ang = 2 * math.pi * torch.arange(8, dtype=torch.float64) / 8
+        means = radius * torch.stack([ang.cos(), ang.sin()], 1)
+        return cls(means, torch.full((8,), std), labels=torch.arange(8))
+
+    # -- checks ------------------------------------------------------------------------------
+    def _x(self, x, name="x"):
+        _check.tensor(x, name, min_dim=2)
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{name} must have shape (B, {self.dim}), got {tuple(x.shape)}")
+        return x
+
+    def _coeffs(self, x, t, schedule):
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a dmlib.schedules.Schedule, got {type(schedule).__name__}")
+        t = _check.batch_time(_check.as_time(t), x)
+        a, s = schedule._alpha_sigma(t.to(torch.float64).cpu())
+        return a, s  # (B,), (B,)
+
+    def _mask(self, y, n):
+        """Log-weights (B, K) of the components allowed for each sample's class y (or all)."""
+        logw = self.weights.log().expand(n, -1)
+        if y is None:
+            return logw
+        y = torch.as_tensor(y, dtype=torch.long).cpu()
+        y = y.expand(n) if y.dim() == 0 else y
+        if y.shape != (n,):
+            raise ValueError(f"y must be a class label or have shape ({n},), got {tuple(y.shape)}")
+        if (y < 0).any() or (y >= self.n_classes).any():
+            raise ValueError(f"y must lie in [0, {self.n_classes - 1}], got values in [{y.min()}, {y.max()}]")
+        keep = self.labels[None, :] == y[:, None]  # (B, K)
+        return torch.where(keep, logw, torch.full_like(logw, -math.inf))
+
+    # -- sampling and density ---------------------------------------------------------------
+    def sample(self, n: int, *, y=None, generator: torch.Generator | None = None,
+               return_labels: bool = False):
+        """Draw n samples x_0 (float32, shape (n, D)); optionally their class labels."""
+        n = _check.positive_int(n, "n")
+        probs = self._mask(y, n).exp()
+        k = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (n,) component index
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        chol = torch.linalg.cholesky(self.covs)  # (K, D, D)
+        x = self.means[k] + torch.einsum("nij,nj->ni", chol[k], z)
+        x = x.to(torch.float32)
+        return (x, self.labels[k]) if return_labels else x
+
+    def _noised_params(self, a, s):
+        # means alpha mu_k: (B, K, D); covariances alpha^2 Sigma_k + sigma^2 I: (B, K, D, D)
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        mu = a[:, None, None] * self.means[None]
+        cov = a[:, None, None, None] ** 2 * self.covs[None] + s[:, None, None, None] ** 2 * eye
+        return mu, cov
+
+    def _component_logpdf(self, x64, mu, cov):
+        diff = x64[:, None, :] - mu  # (B, K, D)
+        chol = torch.linalg.cholesky(cov)
+        sol = torch.cholesky_solve(diff[..., None], chol)[..., 0]  # cov^{-1} diff: (B, K, D)
+        maha = (diff * sol).sum(-1)
+        logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+        return -0.5 * (maha + logdet + self.dim * math.log(2 * math.pi)), sol  # (B, K), (B, K, D)
+
+    def log_prob(self, x: torch.Tensor, t=None, schedule: Schedule | None = None, *, y=None) -> torch.Tensor:
+        """log p_t(x): the clean density (t=None) or the noised one under ``schedule`` (Section 1.2)."""
+        x = self._x(x)
+        x64 = x.detach().to(torch.float64).cpu()
+        if t is None:
+            a = torch.ones(x.shape[0], dtype=torch.float64)
+            s = torch.zeros_like(a)
+        else:
+            a, s = self._coeffs(x, t, schedule)
+        mu, cov = self._noised_params(a, s)
+        logpdf, _ = self._component_logpdf(x64, mu, cov)
+        return torch.logsumexp(self._mask(y, x.shape[0]) + logpdf, 1).to(x.dtype).to(x.device)
+
+    def _posterior_terms(self, x, t, schedule, y):
+        x64 = x.detach().to(torch.float64).cpu()
+        a, s = self._coeffs(x, t, schedule)
+        mu, cov = self._noised_params(a, s)
+        logpdf, sol = self._component_logpdf(x64, mu, cov)
+        resp = torch.softmax(self._mask(y, x.shape[0]) + logpdf, 1)  # (B, K) responsibilities
+        return a, s, resp, sol
+
+    def score(self, x_t: torch.Tensor, t, schedule: Schedule, *, y=None) -> torch.Tensor:
+        """Exact score grad_x log p_t(x_t) = -sum_k r_k(x_t) C_k^{-1} (x_t - alpha_t mu_k),
+
+        with C_k = alpha_t^2 Sigma_k + sigma_t^2 I and responsibilities r_k (Section 1.2; Chapter 3).
+        """
+        x_t = self._x(x_t, "x_t")
+        _, _, resp, sol = self._posterior_terms(x_t, t, schedule, y)
+        return (-(resp[..., None] * sol).sum(1)).to(x_t.dtype).to(x_t.device)
+
+    def posterior_mean(self, x_t: torch.Tensor, t, schedule: Schedule, *, y=None) -> torch.Tensor:
+        """Exact E[x_0 | x_t], computed component by component (no score involved):
+
+            E[x_0 | x_t] = sum_k r_k(x_t) ( mu_k + alpha_t Sigma_k C_k^{-1} (x_t - alpha_t mu_k) ).
+
+        Tweedie's formula (Chapter 3) predicts the same value from the score:
+        (x_t + sigma_t^2 score) / alpha_t; the tests check that they agree.
+        """
+        x_t = self._x(x_t, "x_t")
+        a, _, resp, sol = self._posterior_terms(x_t, t, schedule, y)
+        comp = self.means[None] + a[:, None, None] * torch.einsum("kij,bkj->bki", self.covs, sol)  # (B, K, D)
+        return (resp[..., None] * comp).sum(1).to(x_t.dtype).to(x_t.device)
+
+    def denoiser(self, schedule: Schedule, prediction: str = "eps"):
+        """The exact denoiser as a model ``model(x_t, t, y=None)`` predicting ``prediction``.
+
+        It returns E[eps | x_t] (or the matching x0 / v / score / velocity), the output a
+        perfectly trained network would give, and declares ``model.prediction``.
+        """
+        from .diffusion import PREDICTIONS, convert
+
+        _check.choice(prediction, "prediction", PREDICTIONS)
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a dmlib.schedules.Schedule, got {type(schedule).__name__}")
+        mixture = self
+
+        class MixtureDenoiser:
+            def __init__(self):
+                self.prediction, self.schedule = prediction, schedule
+
+            def __call__(self, x_t, t, y=None):
+                x0 = mixture.posterior_mean(x_t, t, schedule, y=y)
+                return convert(x0, x_t, t, schedule, src="x0", dst=prediction)
+
+            def __repr__(self):
+                return f"MixtureDenoiser(K={mixture.n_components}, prediction={prediction!r}, schedule={schedule!r})"
+
+        return MixtureDenoiser()
