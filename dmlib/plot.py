@@ -80,3 +80,69 @@ def show_source(obj) -> None:
         display(Markdown(f"```python\n{src}```"))
     except ImportError:  # outside IPython
         print(src)
+
+
+def _figure_png(fig) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def time_slider(render, times, *, label: str = "t", fmt: str = "{:.2f}", static: bool | None = None):
+    """A slider over time: ``render(t)`` draws a Matplotlib figure for each t in ``times``.
+
+    In a live notebook it is an ipywidgets slider that redraws as it moves. In the rendered
+    book (``static=True``, or when the environment variable ``DMLIB_STATIC`` is set, as the
+    book's build does) the frames are drawn in advance and embedded with a few lines of
+    JavaScript and no outside resources, so the slider still works on a static page.
+    Introduced in Section 1.2.
+    """
+    import os
+
+    times = [float(t) for t in times]
+    if not times:
+        raise ValueError("times must contain at least one time")
+    if static is None:
+        static = bool(os.environ.get("DMLIB_STATIC"))
+    if not static:
+        try:
+            import ipywidgets as widgets
+        except ImportError:
+            static = True
+    if not static:
+        slider = widgets.SelectionSlider(options=[(fmt.format(t), t) for t in times], description=label,
+                                         continuous_update=False, layout=widgets.Layout(width="60%"))
+
+        def show(t):
+            render(t)
+            plt.show()
+
+        return widgets.interactive(show, t=slider)
+
+    import html
+    import uuid
+
+    from IPython.display import HTML
+
+    frames = [_figure_png(render(t)) for t in times]
+    uid = "ts" + uuid.uuid4().hex[:8]
+    imgs = "".join(
+        f'<img src="data:image/png;base64,{png}" alt="{html.escape(label)} = {fmt.format(t)}" '
+        f'style="max-width:100%;display:{"block" if i == 0 else "none"}">'
+        for i, (png, t) in enumerate(zip(frames, times))
+    )
+    labels = ",".join(f'"{html.escape(fmt.format(t))}"' for t in times)
+    return HTML(
+        f'<div id="{uid}" class="dmlib-time-slider">'
+        f'<label>{html.escape(label)} = <span class="val">{html.escape(fmt.format(times[0]))}</span> '
+        f'<input type="range" min="0" max="{len(times) - 1}" value="0" step="1" style="width:60%"></label>'
+        f"<div>{imgs}</div></div>"
+        f"<script>(function(){{var r=document.getElementById('{uid}'),l=[{labels}],"
+        f"im=r.querySelectorAll('img'),v=r.querySelector('.val');"
+        f"r.querySelector('input').addEventListener('input',function(e){{var k=+e.target.value;"
+        f"im.forEach(function(x,i){{x.style.display=i===k?'block':'none';}});v.textContent=l[k];}});}})();</script>"
+    )

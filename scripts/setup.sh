@@ -25,7 +25,8 @@ fi
 
 if ! "$py" -c "import torch" 2>/dev/null; then
     echo "[setup] installing ${TORCH_SPEC:-torch==2.13.0}"
-    "$py" -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}"
+    # shellcheck disable=SC2086  # TORCH_SPEC may carry pip options such as --index-url
+    "$py" -m pip install --quiet ${TORCH_SPEC:-torch==2.13.0}
 fi
 echo "[setup] installing dmlib[book,test] (pinned versions from pyproject.toml)"
 "$py" -m pip install --quiet -e ".[book,test]"

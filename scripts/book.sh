@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Build the rendered book: set up .venv when needed, execute every chapter, write HTML.
+#
+#   bash scripts/book.sh                 # full run mode: the budgets the figures are made with
+#   DMLIB_MODE=quick bash scripts/book.sh   # tiny budgets, for a fast look at the layout
+#
+# Extra arguments go to `jupyter-book build` (e.g. --path-output /tmp/book).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+# Interactive widgets become JavaScript-only sliders on the static pages; figures use Agg.
+export DMLIB_STATIC=1 MPLBACKEND=Agg
+echo "[book] run mode: ${DMLIB_MODE:-full}; executing every chapter (this takes a few minutes on a CPU)"
+.venv/bin/jupyter-book build . -W -n --keep-going "$@"
+out=_build/html
+for ((i = 1; i <= $#; i++)); do
+    if [ "${!i}" = "--path-output" ]; then j=$((i + 1)); out="${!j}/_build/html"; fi
+done
+echo "[book] done: open file://$(cd "$out" && pwd)/index.html"

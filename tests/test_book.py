@@ -1,0 +1,162 @@
+"""The book builds cleanly, its pages need nothing from the network, and a real browser
+shows Chapter 1 with typeset equations and every image loaded.
+
+The build runs once per session (in the run mode of the test run, quick under
+scripts/test.sh) into a temporary folder; the browser is Debian's headless Chromium.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTER_PAGES = ["book/ch01_forward_process.html"]
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    env = dict(os.environ, DMLIB_STATIC="1", MPLBACKEND="Agg")
+    jb = Path(sys.executable).parent / "jupyter-book"
+    t0 = time.time()
+    proc = subprocess.run(
+        [str(jb), "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],
+        capture_output=True, text=True, env=env, timeout=1800,
+    )
+    log = proc.stdout + proc.stderr
+    (out / "build.log").write_text(log)
+    assert proc.returncode == 0, f"jupyter-book build failed (exit {proc.returncode}):\n{log[-6000:]}"
+    print(f"book built in {time.time() - t0:.0f} s")
+    return out / "_build" / "html"
+
+
+def test_build_has_no_warnings(built_book):
+    log = (built_book.parents[1] / "build.log").read_text()
+    warnings = [line for line in log.splitlines() if re.search(r"\bWARNING\b", line)]
+    assert not warnings, "\n".join(warnings[:20])
+
+
+@pytest.mark.parametrize("page", ["index.html", *CHAPTER_PAGES, "book/appendix_notation.html", "book/references.html"])
+def test_page_exists(built_book, page):
+    assert (built_book / page).is_file()
+
+
+def _html_pages(html_root: Path):
+    return [p for p in html_root.rglob("*.html") if "_static" not in p.parts]
+
+
+def test_no_page_loads_anything_from_the_network(built_book):
+    pattern = re.compile(r"<(script|link|img|iframe)\b[^>]*\b(src|href)=[\"'](https?:)?//", re.I)
+    offenders = {}
+    for page in _html_pages(built_book):
+        hits = [m.group(0)[:120] for m in pattern.finditer(page.read_text(encoding="utf-8"))]
+        if hits:
+            offenders[str(page.relative_to(built_book))] = hits[:3]
+    assert not offenders, f"pages load resources from the network: {offenders}"
+
+
+def test_mathjax_is_shipped_with_the_book(built_book):
+    assert (built_book / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    page = (built_book / CHAPTER_PAGES[0]).read_text(encoding="utf-8")
+    assert "_static/mathjax/tex-chtml.js" in page
+
+
+def test_citations_resolve(built_book):
+    chapter = (built_book / CHAPTER_PAGES[0]).read_text(encoding="utf-8")
+    refs = (built_book / "book" / "references.html").read_text(encoding="utf-8")
+    assert "references.html#id" in chapter or 'href="references.html#' in chapter, "chapter cites nothing"
+    assert "Denoising Diffusion Probabilistic Models" in refs
+    assert "??" not in re.sub(r"<[^>]+>", "", chapter), "an unresolved reference ('??') is on the page"
+
+
+def test_chapter_has_figures(built_book):
+    chapter = (built_book / CHAPTER_PAGES[0]).read_text(encoding="utf-8")
+    n_img = len(re.findall(r"<img\b", chapter))
+    assert n_img >= 8, f"Chapter 1 shows only {n_img} images"
+
+
+# ---------------------------------------------------------------------------------------
+# A real browser
+
+
+def _browser():
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("headless Chromium is not installed (scripts/ensure_browser.sh installs Debian's "
+                    "chromium and chromium-driver where it may)")
+    os.environ.setdefault("SE_OFFLINE", "true")
+    os.environ.setdefault("SE_AVOID_STATS", "true")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-quic", "--window-size=1280,2000",
+                 "--allow-file-access-from-files"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    drv = _browser()
+    yield drv
+    drv.quit()
+
+
+WAIT_FOR_MATHJAX = """
+const done = arguments[arguments.length - 1];
+const start = Date.now();
+(function poll() {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    MathJax.startup.promise.then(() => done('typeset')).catch(e => done('error: ' + e));
+  } else if (Date.now() - start > 20000) { done('no MathJax'); }
+  else { setTimeout(poll, 100); }
+})();
+"""
+
+
+@pytest.mark.parametrize("page", CHAPTER_PAGES)
+def test_browser_typesets_math_and_loads_images(built_book, browser, page):
+    browser.set_script_timeout(60)
+    browser.get((built_book / page).as_uri())
+    assert browser.execute_async_script(WAIT_FOR_MATHJAX) == "typeset"
+    n_math = browser.execute_script("return document.querySelectorAll('div.math, span.math').length")
+    n_typeset = browser.execute_script("return document.querySelectorAll('mjx-container').length")
+    assert n_math > 0 and n_typeset >= n_math, f"{n_typeset} typeset formulas for {n_math} math elements"
+    text = browser.execute_script("return document.querySelector('main, article, body').innerText")
+    for raw in ("\\[", "\\(", "$$"):
+        assert raw not in text, f"raw TeX {raw!r} left in the visible text"
+    broken = browser.execute_script(
+        "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
+        ".map(i => i.src.slice(0, 80))")
+    n_images = browser.execute_script("return document.images.length")
+    assert n_images >= 8 and not broken, f"{len(broken)} of {n_images} images did not load: {broken[:5]}"
+    shots = os.environ.get("DMLIB_SCREENSHOTS")
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(Path(shots) / (Path(page).stem + ".png")))
+
+
+def test_browser_slider_changes_frame(built_book, browser):
+    browser.get((built_book / CHAPTER_PAGES[0]).as_uri())
+    sliders = browser.execute_script("return document.querySelectorAll('.dmlib-time-slider').length")
+    assert sliders >= 1, "Chapter 1 has no JavaScript slider on the rendered page"
+    shown = browser.execute_script("""
+        const r = document.querySelector('.dmlib-time-slider');
+        const inp = r.querySelector('input');
+        const visible = () => Array.from(r.querySelectorAll('img')).findIndex(i => i.style.display !== 'none');
+        const before = visible();
+        inp.value = inp.max; inp.dispatchEvent(new Event('input'));
+        return [before, visible(), +inp.max];""")
+    assert shown[0] == 0 and shown[1] == shown[2] > 0, shown
