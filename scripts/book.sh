@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
-# Interactive widgets become JavaScript-only sliders on the static pages; figures use Agg.
-export DMLIB_STATIC=1 MPLBACKEND=Agg
+# Interactive widgets become JavaScript-only sliders on the static pages.
+export DMLIB_STATIC=1
 echo "[book] run mode: ${DMLIB_MODE:-full}; executing every chapter (this takes a few minutes on a CPU)"
 .venv/bin/jupyter-book build . -W -n --keep-going "$@"
 out=_build/html

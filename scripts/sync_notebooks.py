@@ -36,7 +36,8 @@ def chapters() -> list[Path]:
 def render(md: Path) -> str:
     """The .ipynb text that the .md source defines: its cells, no outputs."""
     nb = jupytext.read(md)
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:03d}"  # stable ids, so regenerating an unchanged chapter changes nothing
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     nb.metadata.pop("widgets", None)

@@ -9,5 +9,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/ensure_browser.sh
 
-export DMLIB_MODE=quick MPLBACKEND=Agg PYTHONHASHSEED=0
+export DMLIB_MODE=quick PYTHONHASHSEED=0
 .venv/bin/python -m pytest tests book --nbval-lax -n 2 --dist loadfile -p no:cacheprovider "$@"
