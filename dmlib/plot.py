@@ -15,7 +15,7 @@ from . import _check
 
 def scatter2d(x: torch.Tensor, ax=None, *, title: str | None = None, lim: float | None = 3.5,
               s: float = 2.0, alpha: float = 0.5, color=None, **kwargs):
-    """Scatter plot of 2D points of shape (N, 2), square aspect, optional symmetric limits."""
+    """Scatter plot of 2D points of shape (N, 2), square aspect, optional symmetric limits (Section 1.1)."""
     _check.tensor(x, "x", min_dim=2)
     if x.dim() != 2 or x.shape[1] != 2:
         raise ValueError(f"x must have shape (N, 2), got {tuple(x.shape)}")
@@ -34,7 +34,7 @@ def scatter2d(x: torch.Tensor, ax=None, *, title: str | None = None, lim: float 
 
 
 def make_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
-    """Tile images of shape (B, C, H, W) in [-1, 1] into one (rows*H', nrow*W', C) array in [0, 1]."""
+    """Tile images of shape (B, C, H, W) in [-1, 1] into one (rows*H', nrow*W', C) array in [0, 1] (Section 1.2)."""
     _check.tensor(images, "images", min_dim=4)
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must have shape (B, C, H, W) with C in (1, 3), got {tuple(images.shape)}")
@@ -52,7 +52,7 @@ def make_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1, pad_value: floa
 
 
 def image_grid(images: torch.Tensor, ax=None, *, nrow: int = 8, title: str | None = None, pad: int = 1):
-    """Show a batch of images (B, C, H, W) in [-1, 1] as one grid on ``ax``."""
+    """Show a batch of images (B, C, H, W) in [-1, 1] as one grid on ``ax`` (Section 1.2)."""
     ax = ax if ax is not None else plt.gca()
     grid = make_grid(images, nrow=nrow, pad=pad)
     if grid.shape[2] == 1:
@@ -69,7 +69,7 @@ def show_source(obj) -> None:
     """Display the real source code of a dmlib function or class in a notebook.
 
     The book shows the library's code this way instead of a copy that could drift from it.
-    In Jupyter the source is syntax-highlighted; elsewhere it is printed.
+    In Jupyter the source is syntax-highlighted; elsewhere it is printed. First used in Section 1.1.
     """
     import inspect
 

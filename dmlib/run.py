@@ -25,7 +25,7 @@ def run_mode() -> str:
     """Return the run mode, ``"quick"`` or ``"full"``, read from ``$DMLIB_MODE``.
 
     An unset or empty variable means ``"full"``; any other value is an error, so a typo
-    such as ``DMLIB_MODE=fast`` cannot silently start the long run.
+    such as ``DMLIB_MODE=fast`` cannot silently start the long run. Set-up cell of Chapter 1.
     """
     mode = os.environ.get(MODE_ENV, "").strip().lower() or "full"
     if mode not in MODES:
@@ -37,7 +37,7 @@ def run_mode() -> str:
 
 
 def is_quick() -> bool:
-    """True in quick mode (tests, CI)."""
+    """True in quick mode (tests, CI). Set-up cell of Chapter 1."""
     return run_mode() == "quick"
 
 
@@ -45,7 +45,7 @@ def budget(*, full, quick):
     """Pick a budget by run mode: ``budget(full=5000, quick=50)``.
 
     Both values are required so that every notebook states its full-size budget next to the
-    tiny one used by the tests.
+    tiny one used by the tests. Set-up cell of Chapter 1.
     """
     return quick if is_quick() else full
 
@@ -55,7 +55,7 @@ def set_seed(seed: int = 0) -> torch.Generator:
 
     Returns a fresh CPU ``torch.Generator`` seeded with the same value, for code that wants
     its randomness explicit (samplers and data generators take one). After ``set_seed(s)`` a
-    CPU run repeats exactly.
+    CPU run repeats exactly. Set-up cell of Chapter 1.
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -71,6 +71,7 @@ def get_device(prefer: str | None = None) -> torch.device:
     ``prefer`` forces a choice (``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"cpu"``); the
     environment variable ``DMLIB_DEVICE`` does the same for a whole run. Asking for a device
     that is not there raises a clear error instead of failing later inside torch.
+    Set-up cell of Chapter 1.
     """
     want = prefer if prefer is not None else (os.environ.get("DMLIB_DEVICE") or None)
     if want is None:
@@ -103,7 +104,7 @@ def get_device(prefer: str | None = None) -> torch.device:
 
 
 def describe(device: torch.device | None = None) -> str:
-    """One line for a notebook's first cell: run mode, device and torch version."""
+    """One line for a notebook's first cell: run mode, device and torch version (Chapter 1)."""
     device = device if device is not None else get_device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     return f"run mode: {run_mode()} | device: {name} | torch {torch.__version__}"

@@ -258,13 +258,13 @@ SCHEDULES = {
 
 
 def get_schedule(name: str, **kwargs) -> Schedule:
-    """Build a schedule by name: ``"linear"``, ``"cosine"``, ``"sigmoid"``, ``"ve"`` or ``"flow"``."""
+    """Build a schedule by name: ``"linear"``, ``"cosine"``, ``"sigmoid"`` (Section 1.3), ``"ve"`` or ``"flow"`` (Section 1.5)."""
     _check.choice(name, "name", SCHEDULES)
     return SCHEDULES[name](**kwargs)
 
 
 def expand_to(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Reshape per-sample values of shape (B,) to (B, 1, ..., 1) so they broadcast against x."""
+    """Reshape per-sample values of shape (B,) to (B, 1, ..., 1) so they broadcast against x (Section 1.2)."""
     return v.reshape(v.shape[0], *([1] * (x.dim() - 1))).to(x.dtype)  # (B, 1, ..., 1)
 
 
@@ -272,6 +272,7 @@ def extract(table: torch.Tensor, k: torch.Tensor, x: torch.Tensor) -> torch.Tens
     """Index a per-step table at integer steps k (shape (B,)) and reshape to broadcast against x.
 
     ``extract(schedule.betas(T), k, x)`` is beta_k as a (B, 1, ..., 1) tensor on x's device.
+    Section 1.1.
     """
     if not isinstance(k, torch.Tensor) or k.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"k must be an integer tensor of steps, got {type(k).__name__}"

@@ -20,7 +20,7 @@ def radial_power_spectrum(images: torch.Tensor, n_bins: int | None = None) -> tu
 
     With this normalisation white noise of variance sigma^2 has P(f) = sigma^2 at every f.
     ``images`` has shape (B, C, H, W) or (B, H, W). Returns ``(freqs, power)``, each of shape
-    (n_bins,), frequencies in cycles per pixel from 0 to 0.5 (default: H // 2 bins).
+    (n_bins,), frequencies in cycles per pixel from 0 to 0.5 (default: H // 2 bins). Section 1.8.
     """
     _check.tensor(images, "images", min_dim=3)
     if images.dim() == 4:
