@@ -180,13 +180,37 @@ def convert(pred: torch.Tensor, x_t: torch.Tensor, t, schedule: Schedule, *, src
         eps = (a * pred - da * x_t) / det
 
     # 2. express the destination kind through (x0, eps)
-    if dst == "eps":
+    return _from_pair(x0, eps, t, schedule, dst, a, s)
+
+
+def _from_pair(x0, eps, t, schedule, kind, a, s):
+    if kind == "eps":
         return eps
-    if dst == "x0":
+    if kind == "x0":
         return x0
-    if dst == "score":
+    if kind == "score":
         return -eps / s
-    if dst == "v":
+    if kind == "v":
         return a * eps - s * x0
-    da, ds = (expand_to(c, x_t) for c in schedule.derivatives(t))
+    da, ds = (expand_to(c, x0) for c in schedule.derivatives(t))
     return da * x0 + ds * eps
+
+
+def target(x0: torch.Tensor, eps: torch.Tensor, t, schedule: Schedule, kind: str) -> torch.Tensor:
+    """The value of a prediction kind for a known pair (x_0, eps) (Section 1.7).
+
+        eps -> eps,   x0 -> x_0,   v -> alpha_t eps - sigma_t x_0,   score -> -eps / sigma_t,
+        velocity -> alpha_t' x_0 + sigma_t' eps
+
+    These are the regression targets of training (Chapter 2). Computed from the pair
+    directly, never through x_t, so no coefficient is divided by that could be near 0
+    (except sigma_t for the score).
+    """
+    _check.choice(kind, "kind", PREDICTIONS)
+    _check.tensor(x0, "x0")
+    _check.tensor(eps, "eps")
+    _check.same_shape(x0, eps, "x0", "eps")
+    schedule = _schedule(schedule)
+    t = _check.batch_time(_check.as_time(t), x0).to(x0.device)
+    a, s = (expand_to(c, x0) for c in schedule.alpha_sigma(t))
+    return _from_pair(x0, eps, t, schedule, kind, a, s)

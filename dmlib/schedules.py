@@ -86,8 +86,9 @@ class Schedule:
         t64 = t.detach().to(torch.float64).requires_grad_(True)
         with torch.enable_grad():
             a, s = self._alpha_sigma(t64)
-            da = torch.autograd.grad(a.sum(), t64, retain_graph=True)[0]
-            ds = torch.autograd.grad(s.sum(), t64)[0]
+            # a coefficient that does not depend on t (VE's alpha = 1) has derivative 0
+            da = torch.autograd.grad(a.sum(), t64, retain_graph=True)[0] if a.requires_grad else torch.zeros_like(t64)
+            ds = torch.autograd.grad(s.sum(), t64)[0] if s.requires_grad else torch.zeros_like(t64)
         return da.to(t.dtype), ds.to(t.dtype)
 
     def times(self, T: int) -> torch.Tensor:

@@ -1,0 +1,78 @@
+"""Guidance: wrappers that turn a model into a guided model with the same protocol. Chapter 6.
+
+Both wrappers return an object callable as ``guided(x_t, t, y)`` that declares
+``prediction = "score"`` (classifier guidance) or the wrapped model's own prediction
+(classifier-free guidance), so every sampler of :mod:`dmlib.samplers` runs them unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _check
+from .diffusion import convert
+from .schedules import Schedule
+
+
+class ClassifierFreeGuidance:
+    """Classifier-free guidance (Ho & Salimans, 2021), Section 6.4:
+
+        out_w(x_t, t, y) = out(x_t, t, None) + w (out(x_t, t, y) - out(x_t, t, None)).
+
+    For eps / score / v predictions this is the score of p_t(x)^(1-w) p_t(x | y)^w up to the
+    linear conversions; w = 1 returns the conditional model, w = 0 the unconditional one.
+    The model must accept ``y=None`` for its unconditional output (label dropout in training).
+    """
+
+    def __init__(self, model, w: float):
+        if not isinstance(w, (int, float)) or w != w:
+            raise ValueError(f"w must be a real number, got {w!r}")
+        self.model, self.w = model, float(w)
+        self.prediction = getattr(model, "prediction", None)
+        if self.prediction is None:
+            raise AttributeError("model must declare model.prediction")
+
+    def __call__(self, x_t: torch.Tensor, t, y=None) -> torch.Tensor:
+        if y is None:
+            raise ValueError("classifier-free guidance needs class labels y")
+        uncond = self.model(x_t, t, None)
+        if self.w == 0.0:
+            return uncond
+        cond = self.model(x_t, t, y)
+        return uncond + self.w * (cond - uncond)
+
+
+class ClassifierGuidance:
+    """Classifier guidance (Dhariwal & Nichol, 2021), Section 6.3: add the gradient of a noisy
+    classifier's log-probability to the model's score,
+
+        score_w(x_t, t, y) = score(x_t, t) + w grad_x log p_phi(y | x_t, t).
+
+    ``classifier(x_t, t)`` returns logits of shape (B, n_classes). Outputs a score.
+    """
+
+    prediction = "score"
+
+    def __init__(self, model, classifier, schedule: Schedule, w: float = 1.0):
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a dmlib.schedules.Schedule, got {type(schedule).__name__}")
+        if not isinstance(w, (int, float)) or w != w:
+            raise ValueError(f"w must be a real number, got {w!r}")
+        self.model, self.classifier, self.schedule, self.w = model, classifier, schedule, float(w)
+
+    def classifier_grad(self, x_t: torch.Tensor, t, y) -> torch.Tensor:
+        """grad_x log p_phi(y | x_t, t), shape of x_t."""
+        t = _check.batch_time(_check.as_time(t), x_t).to(x_t.device)
+        y = torch.as_tensor(y, device=x_t.device).long().expand(x_t.shape[0])
+        with torch.enable_grad():
+            x = x_t.detach().requires_grad_(True)
+            logp = torch.log_softmax(self.classifier(x, t), dim=-1)
+            picked = logp[torch.arange(x.shape[0], device=x.device), y].sum()
+            return torch.autograd.grad(picked, x)[0]
+
+    def __call__(self, x_t: torch.Tensor, t, y=None) -> torch.Tensor:
+        t = _check.batch_time(_check.as_time(t), x_t).to(x_t.device)
+        score = convert(self.model(x_t, t, None), x_t, t, self.schedule, src=self.model.prediction, dst="score")
+        if y is None or self.w == 0.0:
+            return score
+        return score + self.w * self.classifier_grad(x_t, t, y)

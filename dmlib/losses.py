@@ -1,0 +1,106 @@
+"""Training losses: the denoising loss for any prediction target, and flow matching. Chapter 2.
+
+A loss is a function ``loss(model, x0, y=None, generator=None) -> scalar`` that draws the time
+and the noise itself, so the one training loop (:mod:`dmlib.train`) serves every chapter.
+:func:`diffusion_loss` builds one:
+
+    t ~ U(t_min, t_max),  eps ~ N(0, I),  x_t = alpha_t x_0 + sigma_t eps
+    L = E[ w(t) * mean_dims | model(x_t, t, y) - target(x_0, eps, t) |^2 ]
+
+where ``target`` is what the model predicts (``model.prediction``): eps, x0, v, score or
+velocity. Each choice is a reweighting of the same objective over noise levels: in terms of
+the eps error, the x0 loss weighs time t by SNR(t) and the v loss by SNR(t) + 1 (Section 2.7).
+Flow matching (Chapter 5) is the case ``prediction="velocity"`` on the linear path.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _check
+from .diffusion import PREDICTIONS, target
+from .schedules import Schedule, expand_to
+
+WEIGHTINGS = ("none", "snr", "min_snr", "elbo_eps")
+
+
+def weight(t: torch.Tensor, schedule: Schedule, weighting: str, *, prediction: str = "eps",
+           gamma: float = 5.0) -> torch.Tensor:
+    """Per-sample loss weight w(t), shape (B,) (Section 2.7).
+
+    * ``"none"``: w = 1 on the model's own target;
+    * ``"snr"``: turns an eps-loss into an x0-loss, w = SNR(t) (only for prediction="eps");
+    * ``"min_snr"``: Min-SNR-gamma (Hang et al., 2023), the x0-loss weight min(SNR, gamma)
+      expressed for the model's target;
+    * ``"elbo_eps"``: eps-loss weight proportional to -d lambda/dt, which makes the loss
+      the ELBO's continuous-time form (Kingma et al., 2021), up to a constant.
+    """
+    _check.choice(weighting, "weighting", WEIGHTINGS)
+    if weighting == "none":
+        return torch.ones_like(t)
+    snr = schedule.snr(t)
+    if weighting == "snr":
+        if prediction != "eps":
+            raise ValueError(f"weighting='snr' converts an eps-loss to an x0-loss; prediction must be 'eps', got {prediction!r}")
+        return snr
+    if weighting == "min_snr":
+        x0_weight = snr.clamp(max=gamma)  # weight of the x0-error
+        # the same weight expressed for the model's target (|x0 err|^2 = |eps err|^2 / SNR = |v err|^2 / (1 + SNR))
+        to_target = {"x0": 1.0, "eps": 1.0 / snr, "v": 1.0 / (1.0 + snr)}
+        if prediction not in to_target:
+            raise ValueError(f"weighting='min_snr' supports predictions eps, x0, v; got {prediction!r}")
+        return x0_weight * to_target[prediction]
+    if prediction != "eps":
+        raise ValueError(f"weighting='elbo_eps' is defined for prediction 'eps', got {prediction!r}")
+    tt = t.detach().double().requires_grad_(True)
+    with torch.enable_grad():
+        a, s = schedule._alpha_sigma(tt)
+        lam = 2 * torch.log(a) - 2 * torch.log(s)
+        dlam = torch.autograd.grad(lam.sum(), tt)[0]
+    return (-dlam / 2).to(t.dtype)
+
+
+def diffusion_loss(schedule: Schedule, *, weighting: str = "none", t_min: float = 1e-3, t_max: float = 1.0,
+                   gamma: float = 5.0):
+    """Build the denoising loss ``loss(model, x0, y=None, generator=None)`` (Section 2.4).
+
+    The target follows ``model.prediction``. Time is drawn uniformly from [t_min, t_max];
+    t_min > 0 keeps eps-targets away from sigma_0 = 0 where x_t carries no noise to predict.
+    """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a dmlib.schedules.Schedule, got {type(schedule).__name__}")
+    _check.choice(weighting, "weighting", WEIGHTINGS)
+    if not (0.0 <= t_min < t_max <= 1.0):
+        raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+
+    def loss(model, x0: torch.Tensor, y=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        kind = getattr(model, "prediction", None)
+        _check.choice(kind, "model.prediction", PREDICTIONS)
+        _check.tensor(x0, "x0", min_dim=2)
+        b = x0.shape[0]
+        # 1. draw times and noise
+        t = t_min + (t_max - t_min) * torch.rand(b, generator=generator, device="cpu").to(x0.device)
+        eps = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
+        # 2. noise the data (Section 1.2)
+        a, s = schedule.alpha_sigma(t)
+        x_t = expand_to(a, x0) * x0 + expand_to(s, x0) * eps  # (B, ...)
+        # 3. the regression target for the model's kind, from the pair (x0, eps)
+        goal = target(x0, eps, t, schedule, kind)
+        pred = model(x_t, t, y)
+        per_sample = ((pred - goal) ** 2).flatten(1).mean(1)  # (B,)
+        return (weight(t, schedule, weighting, prediction=kind, gamma=gamma) * per_sample).mean()
+
+    loss.schedule, loss.weighting = schedule, weighting
+    return loss
+
+
+def flow_matching_loss(schedule: Schedule | None = None, *, t_min: float = 0.0, t_max: float = 1.0):
+    """Conditional flow matching (Lipman et al., 2023; Liu et al., 2023), Section 5.2.
+
+    On the linear path x_t = (1 - t) x_0 + t eps (the default) the target velocity is
+    u = eps - x_0; the model must declare ``prediction = "velocity"``. It is
+    :func:`diffusion_loss` with that target and no weighting.
+    """
+    from .schedules import FlowSchedule
+
+    return diffusion_loss(schedule if schedule is not None else FlowSchedule(), t_min=t_min, t_max=t_max)

@@ -1,0 +1,69 @@
+"""Embeddings of the diffusion time t in [0, 1] (and of class labels). Chapter 2.
+
+The sinusoidal embedding of Vaswani et al. (2017), as used by Ho et al. (2020), maps a
+scalar time to features at geometrically spaced frequencies:
+
+    emb(t)_{2i} = sin(s t / P^{2i/d}),     emb(t)_{2i+1} = cos(s t / P^{2i/d}),
+
+with a scale s = 1000 so that continuous t in [0, 1] covers the same range as DDPM's
+integer steps, and P = 10000.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .. import _check
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int, *, scale: float = 1000.0, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of times t (shape (B,)), shape (B, dim). Section 2.4."""
+    _check.tensor(t, "t")
+    if t.dim() != 1:
+        raise ValueError(f"t must have shape (B,), got {tuple(t.shape)}")
+    dim = _check.positive_int(dim, "dim")
+    if dim % 2:
+        raise ValueError(f"dim must be even, got {dim}")
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = scale * t.float()[:, None] * freqs[None, :]  # (B, half)
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)  # (B, dim)
+
+
+class TimeEmbedding(nn.Module):
+    """Sinusoidal features of t followed by a small MLP, plus an optional class embedding.
+
+    With ``n_classes`` set, label ``y`` adds a learned vector; ``y=None`` (or the label
+    ``n_classes``, the "null" class) gives the unconditional embedding that classifier-free
+    guidance needs (Chapter 6). Section 2.4.
+    """
+
+    def __init__(self, dim: int, n_classes: int | None = None):
+        super().__init__()
+        self.dim = _check.positive_int(dim, "dim")
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.n_classes = n_classes
+        if n_classes is not None:
+            _check.positive_int(n_classes, "n_classes")
+            self.label = nn.Embedding(n_classes + 1, dim)  # last row: the null class
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.mlp(sinusoidal_embedding(t, self.dim))  # (B, dim)
+        if self.n_classes is None:
+            if y is not None:
+                raise ValueError("y was given but this network was built without n_classes")
+            return emb
+        if y is None:
+            y = torch.full((t.shape[0],), self.n_classes, dtype=torch.long, device=t.device)
+        y = torch.as_tensor(y, device=t.device).long()
+        if y.dim() == 0:
+            y = y.expand(t.shape[0])
+        if y.shape != (t.shape[0],) or (y < 0).any() or (y > self.n_classes).any():
+            raise ValueError(
+                f"y must be labels in [0, {self.n_classes - 1}] (or {self.n_classes} for 'no class') "
+                f"of shape ({t.shape[0]},), got shape {tuple(y.shape)}"
+            )
+        return emb + self.label(y)

@@ -1,0 +1,132 @@
+"""The one training loop of the book. Section 2.4.
+
+``train(model, loss, data, config)`` takes any model of the denoiser protocol, a loss built by
+:mod:`dmlib.losses` (which draws times and noise itself), and data given either as a tensor
+(with optional labels) or as a sampler ``data(n, generator)`` of fresh points, as 2D toys are.
+It keeps an exponential moving average (EMA) of the weights, clips gradients, drops class
+labels for classifier-free guidance, shows a progress bar, and repeats exactly on a CPU for a
+given seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from . import _check
+from .run import get_device
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :func:`train`; every default is a small CPU-friendly run. Section 2.4."""
+
+    steps: int = 2000  # optimiser steps
+    batch_size: int = 512  # samples per step
+    lr: float = 1e-3  # AdamW learning rate (after warm-up, then cosine decay to lr_min_ratio * lr)
+    lr_min_ratio: float = 0.1  # final learning rate as a fraction of lr
+    warmup: int = 100  # linear warm-up steps
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float | None = 1.0  # max gradient norm (None: no clipping)
+    ema_decay: float | None = 0.999  # EMA of the weights (None: no EMA)
+    label_dropout: float = 0.0  # probability of replacing a label by "no class" (CFG training)
+    seed: int = 0  # seeds the data order, times and noise
+    device: str | None = None  # None: dmlib.run.get_device()
+    log_every: int = 50  # steps between history entries
+    progress: bool = True  # show a tqdm progress bar
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the model, its EMA copy and the loss history. Section 2.4."""
+
+    model: torch.nn.Module
+    ema: torch.nn.Module | None
+    history: list = field(default_factory=list)  # (step, mean loss over the last log_every steps)
+
+    @property
+    def best(self) -> torch.nn.Module:
+        """The EMA model when there is one, else the model: the one to sample from."""
+        return self.ema if self.ema is not None else self.model
+
+
+def _batch(data, labels, n, generator, device):
+    if callable(data):
+        out = data(n, generator)
+        x, y = out if isinstance(out, tuple) else (out, None)
+    else:
+        idx = torch.randint(0, data.shape[0], (n,), generator=generator)
+        x, y = data[idx], (labels[idx] if labels is not None else None)
+    return x.to(device), (y.to(device) if y is not None else None)
+
+
+def train(model: torch.nn.Module, loss, data, config: TrainConfig | None = None, *, labels=None) -> TrainResult:
+    """Fit ``model`` by minimising ``loss(model, x0, y, generator)`` over ``config.steps`` steps.
+
+    ``data`` is a tensor (N, ...) of training examples, with ``labels`` (N,) for conditional
+    models, or a callable ``data(n, generator)`` returning x0 or (x0, y). Section 2.4.
+    """
+    config = config or TrainConfig()
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    _check.positive_int(config.steps, "config.steps")
+    _check.positive_int(config.batch_size, "config.batch_size")
+    if not (0.0 <= config.label_dropout < 1.0):
+        raise ValueError(f"config.label_dropout must be in [0, 1), got {config.label_dropout}")
+    if config.ema_decay is not None and not (0.0 < config.ema_decay < 1.0):
+        raise ValueError(f"config.ema_decay must be in (0, 1) or None, got {config.ema_decay}")
+    if not callable(data):
+        _check.tensor(data, "data", min_dim=2)
+        if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (data.shape[0],)):
+            raise ValueError(f"labels must be a tensor of shape ({data.shape[0]},)")
+    null_label = getattr(model, "n_classes", None)
+    if config.label_dropout > 0 and null_label is None:
+        raise ValueError("config.label_dropout > 0 needs a class-conditional model (model.n_classes)")
+
+    device = get_device(config.device)
+    model = model.to(device)
+    ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay is not None else None
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    def lr_at(step):  # linear warm-up, then cosine decay
+        if step < config.warmup:
+            return (step + 1) / config.warmup
+        p = (step - config.warmup) / max(1, config.steps - config.warmup)
+        return config.lr_min_ratio + (1 - config.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    g = torch.Generator().manual_seed(config.seed)
+    history, running = [], []
+    model.train()
+    bar = tqdm(range(config.steps), desc="training", disable=not config.progress, leave=False)
+    for step in bar:
+        x0, y = _batch(data, labels, config.batch_size, g, device)
+        if y is not None and config.label_dropout > 0:
+            drop = torch.rand(y.shape[0], generator=g).to(device) < config.label_dropout
+            y = torch.where(drop, torch.full_like(y, null_label), y)
+        value = loss(model, x0, y, g)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        sched.step()
+        if ema is not None:
+            with torch.no_grad():
+                # warm-up of the decay, so the random initial weights are forgotten quickly
+                decay = min(config.ema_decay, (1 + step) / (10 + step))
+                for p_ema, p in zip(ema.parameters(), model.parameters()):
+                    p_ema.lerp_(p, 1 - decay)
+        running.append(value.item())
+        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+            history.append((step + 1, sum(running) / len(running)))
+            bar.set_postfix(loss=f"{history[-1][1]:.4f}")
+            running = []
+    model.eval()
+    if ema is not None:
+        ema.eval()
+    return TrainResult(model, ema, history)
