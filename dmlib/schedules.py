@@ -28,8 +28,9 @@ import torch
 from . import _check
 
 # Smallest alpha_bar a VP schedule returns. Schedules whose alpha_bar reaches exactly 0 at
-# t = 1 (cosine, sigmoid) would otherwise give sigma_t / alpha_t = inf; clamping at 1e-8
-# (log-SNR about -18.4) changes alpha_bar only for t within about 1e-4 of 1.
+# t = 1 (cosine, sigmoid) would otherwise give sigma_t / alpha_t = inf; every VP schedule
+# uses ALPHA_BAR_MIN + (1 - ALPHA_BAR_MIN) alpha_bar(t), so log-SNR stays above about -18.4,
+# alpha_bar(0) stays 1, and nothing else moves by more than 1e-8.
 ALPHA_BAR_MIN = 1e-8
 
 
@@ -112,14 +113,18 @@ class VPSchedule(Schedule):
     def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _alpha_bar_floored(self, t):
+        # an affine floor rather than a clamp: smooth in t, so ODE solvers keep their order
+        return ALPHA_BAR_MIN + (1.0 - ALPHA_BAR_MIN) * self._alpha_bar(t).clamp(0.0, 1.0)
+
     def _alpha_sigma(self, t):
-        ab = self._alpha_bar(t).clamp(ALPHA_BAR_MIN, 1.0)
+        ab = self._alpha_bar_floored(t)
         return ab.sqrt(), (1 - ab).sqrt()
 
     def alpha_bar(self, t) -> torch.Tensor:
         """alpha_bar_t = alpha_t^2, the fraction of the signal's variance left at time t, Section 1.3."""
         t = _check.as_time(t)
-        return self._alpha_bar(t.to(torch.float64)).clamp(ALPHA_BAR_MIN, 1.0).to(t.dtype)
+        return self._alpha_bar_floored(t.to(torch.float64)).to(t.dtype)
 
     def alpha_bars(self, T: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Table of alpha_bar_k = alpha_bar(k / T) for k = 0..T, shape (T + 1,).
@@ -127,7 +132,7 @@ class VPSchedule(Schedule):
         Entry k belongs to step k, so ``alpha_bars(T)[0]`` is the clean data's 1.
         """
         t = self.times(T)
-        return self._alpha_bar(t).clamp(ALPHA_BAR_MIN, 1.0).to(dtype)
+        return self._alpha_bar_floored(t).to(dtype)
 
     def betas(self, T: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Table of per-step variances beta_k = 1 - alpha_bar_k / alpha_bar_{k-1}, shape (T + 1,).
@@ -171,7 +176,7 @@ class CosineSchedule(VPSchedule):
         alpha_bar(t) = f(t) / f(0),    f(t) = cos^2( (t + s) / (1 + s) * pi / 2 ),
 
     with a small offset s so that beta near t = 0 is not too small. alpha_bar reaches 0 at
-    t = 1; it is clamped at ``ALPHA_BAR_MIN`` there (the paper clips beta at 0.999 instead).
+    t = 1; it is floored at ``ALPHA_BAR_MIN`` there (the paper clips beta at 0.999 instead).
     """
 
     name = "cosine"
@@ -239,14 +244,12 @@ class FlowSchedule(Schedule):
 
     name = "flow"
 
-    def __init__(self, t_max: float = 1.0 - 1e-4):
-        # sigma_t / alpha_t = t / (1 - t) is infinite at t = 1; alpha is floored at 1 - t_max.
-        if not (0.5 < t_max <= 1.0):
-            raise ValueError(f"t_max must be in (0.5, 1], got {t_max!r}")
-        self.t_max = float(t_max)
+    # alpha_1 = 0 and sigma_0 = 0 exactly: converting eps to x0 at t = 1 (or x0 to eps at
+    # t = 0) divides by zero, but the velocity, the path's natural target, converts to and
+    # from x0 and eps everywhere (the determinant alpha sigma' - sigma alpha' is 1).
 
     def _alpha_sigma(self, t):
-        return (1 - t).clamp_min(1 - self.t_max), t.clamp_min(0.0)
+        return 1 - t, t.clone()
 
 
 SCHEDULES = {
