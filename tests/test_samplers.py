@@ -1,0 +1,172 @@
+"""Samplers driven by the exact score of a Gaussian mixture: no training, so every error is
+the sampler's own (Chapter 4's method). Also DDIM(eta=1) = DDPM, and agreement with diffusers.
+"""
+
+import pytest
+import torch
+
+from dmlib import metrics, samplers, schedules, toy
+from dmlib.diffusion import q_sample
+
+MIX = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], torch.tensor([0.5, 0.4]), weights=[0.3, 0.7])
+EIGHT = toy.GaussianMixture.eight_gaussians()
+
+
+def _reference_and_errors(schedule, kind, method, ns, t_min=0.02, n=400):
+    """Distance to a fine-grid reference solution of the same ODE from the same x_T."""
+    model = MIX.denoiser(schedule, kind)
+    x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = samplers.sample(model, x_T, schedule, method="heun", times=torch.linspace(1, t_min, 3001, dtype=torch.float64))
+    errs = []
+    for k in ns:
+        x = samplers.sample(model, x_T, schedule, method=method, times=torch.linspace(1, t_min, k + 1, dtype=torch.float64))
+        errs.append((x - ref).norm(dim=1).mean().item())
+    return errs
+
+
+# Halving the step of a p-th order solver shrinks the global error about 2^p times. Measured
+# ratios at 20 -> 40 -> 80 steps: Euler 2.0, Heun 3.8-3.9, DPM-Solver++(2M) 3.7-4.4; the bounds
+# leave room for that spread and fail for a solver of the wrong order.
+ORDER_CASES = [
+    ("linear", "eps", "euler", 1.7, 2.4),
+    ("flow", "velocity", "euler", 1.7, 2.4),
+    ("linear", "eps", "ddim", 1.7, 2.4),
+    ("linear", "eps", "heun", 3.3, 4.8),
+    ("flow", "velocity", "heun", 3.3, 4.8),
+    ("linear", "eps", "dpmpp_2m", 3.3, 4.8),
+    ("cosine", "eps", "dpmpp_2m", 3.3, 4.8),
+]
+
+
+@pytest.mark.parametrize("sched,kind,method,lo,hi", ORDER_CASES, ids=[f"{c[2]}-{c[0]}" for c in ORDER_CASES])
+def test_order_of_convergence(sched, kind, method, lo, hi):
+    errs = _reference_and_errors(schedules.get_schedule(sched), kind, method, [20, 40, 80])
+    ratios = [errs[i] / errs[i + 1] for i in range(2)]
+    assert all(lo <= r <= hi for r in ratios), f"{method} error ratios {ratios} (errors {errs})"
+
+
+def _w2_ratio(x, mixture, seed=0, n_repeats=3):
+    return metrics.floor_ratio("w2", x, lambda n, g: mixture.sample(n, generator=g), n_repeats=n_repeats, seed=seed)["ratio"]
+
+
+@pytest.mark.parametrize("method,n_steps", [("ddpm", 200), ("ddim", 50), ("euler", 100), ("heun", 50),
+                                            ("euler_maruyama", 200), ("dpmpp_2m", 25)])
+def test_sampler_with_exact_score_recovers_the_mixture(method, n_steps):
+    schedule = schedules.CosineSchedule()
+    g = torch.Generator().manual_seed(1)
+    x = samplers.sample(EIGHT.denoiser(schedule), torch.randn(1000, 2, generator=g), schedule, method=method,
+                        n_steps=n_steps, generator=g)
+    r = _w2_ratio(x, EIGHT)
+    assert r <= 1.2, f"{method}: W2 ratio {r:.3f}"
+
+
+def test_w2_ratio_check_detects_a_wrong_distribution():
+    # A test of the test: the same check rejects samples of a shifted mixture.
+    x = EIGHT.sample(1000, generator=torch.Generator().manual_seed(2)) * 1.15
+    assert _w2_ratio(x, EIGHT) > 1.2
+
+
+def test_ddim_eta_one_is_the_ddpm_step():
+    schedule = schedules.LinearSchedule()
+    x0 = torch.randn(64, 2, dtype=torch.float64)
+    x_t = q_sample(x0, 0.6, schedule)
+    x0_hat = MIX.posterior_mean(x_t, 0.6, schedule)
+    a = samplers.ddim_step(x_t, x0_hat, 0.6, 0.55, schedule, eta=1.0, generator=torch.Generator().manual_seed(3))
+    b = samplers.ddpm_step(x_t, x0_hat, 0.6, 0.55, schedule, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_ddim_eta_one_matches_ddpm_in_distribution():
+    schedule = schedules.LinearSchedule()
+    model = EIGHT.denoiser(schedule)
+    g = torch.Generator().manual_seed(4)
+    x_T = torch.randn(2000, 2, generator=g)
+    a = samplers.sample(model, x_T, schedule, method="ddim", eta=1.0, n_steps=100, generator=torch.Generator().manual_seed(5))
+    b = samplers.sample(model, x_T, schedule, method="ddpm", n_steps=100, generator=torch.Generator().manual_seed(6))
+    floor = metrics.sliced_wasserstein(EIGHT.sample(2000, generator=torch.Generator().manual_seed(7)),
+                                       EIGHT.sample(2000, generator=torch.Generator().manual_seed(8)))
+    assert metrics.sliced_wasserstein(a, b) < 1.5 * floor
+
+
+def test_trajectory_shape_and_determinism():
+    schedule = schedules.CosineSchedule()
+    model = MIX.denoiser(schedule)
+    x_T = torch.randn(10, 2, generator=torch.Generator().manual_seed(0))
+    x, traj = samplers.sample(model, x_T, schedule, method="ddpm", n_steps=7, generator=torch.Generator().manual_seed(1),
+                              return_trajectory=True)
+    assert traj.shape == (8, 10, 2) and torch.equal(traj[-1], x) and torch.equal(traj[0], x_T)
+    y = samplers.sample(model, x_T, schedule, method="ddpm", n_steps=7, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(x, y)
+
+
+def test_langevin_samples_a_gaussian():
+    # Langevin with the exact score of N(m, s^2) has stationary law N(m, s^2 (1 + O(delta))).
+    m, s, delta = 1.0, 0.5, 1e-3
+    x = torch.zeros(4000, 1, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2000):
+        x = samplers.langevin_step(x, -(x - m) / s**2, delta, generator=g)
+    assert abs(x.mean().item() - m) < 0.03 and abs(x.std().item() - s) < 0.02
+
+
+@pytest.mark.parametrize("bad", [{"method": "rk4"}, {"n_steps": 0}, {"times": torch.tensor([0.0, 1.0])}])
+def test_sample_rejects_bad_arguments(bad):
+    schedule = schedules.LinearSchedule()
+    with pytest.raises((ValueError, TypeError), match="method|n_steps|times"):
+        samplers.sample(MIX.denoiser(schedule), torch.randn(4, 2), schedule, **bad)
+
+
+def test_ddim_rejects_bad_eta():
+    schedule = schedules.LinearSchedule()
+    with pytest.raises(ValueError, match="eta"):
+        samplers.ddim_step(torch.zeros(2, 2), torch.zeros(2, 2), 0.5, 0.4, schedule, eta=2.0)
+
+
+# ------------------------------------------------------------------ diffusers as a reference
+diffusers = pytest.importorskip("diffusers")
+
+
+def _diffusers_betas(schedule, T=1000):
+    return schedule.betas(T, dtype=torch.float64)[1:].numpy()  # diffusers' index i is our step k = i + 1
+
+
+def _in_float64(ref):
+    # diffusers keeps its tables in float32, where 1 - alpha_bar near t = 0 loses ~1e-3 of its
+    # digits; the algorithms are compared in float64 so that only a real difference shows.
+    ref.betas = ref.betas.double()
+    ref.alphas = 1.0 - ref.betas
+    ref.alphas_cumprod = torch.cumprod(ref.alphas, 0)
+    return ref
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_ddpm_step_matches_diffusers(name):
+    schedule, T = schedules.get_schedule(name), 1000
+    ref = _in_float64(diffusers.DDPMScheduler(num_train_timesteps=T, trained_betas=_diffusers_betas(schedule),
+                                              clip_sample=False, variance_type="fixed_small", prediction_type="sample"))
+    # The model output is an x0-prediction: the step itself is compared, not the ill-conditioned
+    # eps -> x0 division by alpha_t ~ 0.007 at t = 1 that both sides would round differently.
+    g = torch.Generator().manual_seed(0)
+    x_t, x0_hat = torch.randn(16, 2, generator=g, dtype=torch.float64), torch.randn(16, 2, generator=g, dtype=torch.float64)
+    for i in (999, 500, 37, 1):
+        t, s = (i + 1) / T, i / T
+        theirs = ref.step(x0_hat, i, x_t, generator=torch.Generator().manual_seed(9)).prev_sample
+        ours = samplers.ddpm_step(x_t, x0_hat, t, s, schedule, generator=torch.Generator().manual_seed(9))
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_ddim_step_matches_diffusers(name):
+    schedule, T = schedules.get_schedule(name), 1000
+    ref = _in_float64(diffusers.DDIMScheduler(num_train_timesteps=T, trained_betas=_diffusers_betas(schedule),
+                                              clip_sample=False, set_alpha_to_one=True, prediction_type="sample",
+                                              timestep_spacing="leading"))
+    ref.set_timesteps(50)
+    g = torch.Generator().manual_seed(1)
+    x_t, x0_hat = torch.randn(16, 2, generator=g, dtype=torch.float64), torch.randn(16, 2, generator=g, dtype=torch.float64)
+    for i in ref.timesteps.tolist()[:-1]:
+        prev = i - T // 50
+        t, s = (i + 1) / T, (prev + 1) / T
+        theirs = ref.step(x0_hat, i, x_t, eta=0.0).prev_sample
+        ours = samplers.ddim_step(x_t, x0_hat, t, s, schedule, eta=0.0)
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
