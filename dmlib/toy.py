@@ -180,7 +180,7 @@ class GaussianMixture:
     def log_prob(self, x: torch.Tensor, t=None, schedule: Schedule | None = None, *, y=None) -> torch.Tensor:
         """log p_t(x): the clean density (t=None) or the noised one under ``schedule`` (Section 1.2)."""
         x = self._x(x)
-        x64 = x.detach().to(torch.float64).cpu()
+        x64 = x.to(torch.float64).cpu()  # differentiable: autograd of log_prob gives the score
         if t is None:
             a = torch.ones(x.shape[0], dtype=torch.float64)
             s = torch.zeros_like(a)

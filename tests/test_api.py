@@ -15,7 +15,7 @@ import pytest
 
 import dmlib
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(dmlib.__path__, "dmlib.") if not m.name.split(".")[-1].startswith("_"))
+MODULES = sorted(m.name for m in pkgutil.walk_packages(dmlib.__path__, "dmlib.") if not m.name.split(".")[-1].startswith("_"))
 
 
 def public_objects():

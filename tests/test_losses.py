@@ -1,0 +1,80 @@
+"""Training losses: targets, weightings, and that the loss is minimised by the exact denoiser."""
+
+import pytest
+import torch
+
+from dmlib import diffusion, losses, schedules, toy
+
+MIX = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], torch.tensor([0.3, 0.2]))
+
+
+class Const(torch.nn.Module):
+    """A 'model' that returns a fixed function of its inputs, for checking the loss by hand."""
+
+    def __init__(self, fn, prediction):
+        super().__init__()
+        self.fn, self.prediction = fn, prediction
+
+    def forward(self, x_t, t, y=None):
+        return self.fn(x_t, t)
+
+
+@pytest.mark.parametrize("kind", ["eps", "x0", "v", "velocity"])
+def test_loss_is_the_mse_to_the_target_drawn_with_the_same_generator(kind):
+    sched = schedules.CosineSchedule()
+    x0 = MIX.sample(64, generator=torch.Generator().manual_seed(0))
+    loss = losses.diffusion_loss(sched, t_min=0.1, t_max=0.9)
+    zero = Const(lambda x_t, t: torch.zeros_like(x_t), kind)
+    value = loss(zero, x0, generator=torch.Generator().manual_seed(1))
+    # redraw what the loss drew: t then eps, from the same seed
+    g = torch.Generator().manual_seed(1)
+    t = 0.1 + 0.8 * torch.rand(64, generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    expected = (diffusion.target(x0, eps, t, sched, kind) ** 2).mean()
+    torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_exact_denoiser_beats_a_perturbed_one():
+    # E[eps | x_t] minimises the eps-loss: the oracle's loss is below a slightly wrong oracle's.
+    sched = schedules.LinearSchedule()
+    oracle = MIX.denoiser(sched, "eps")
+    x0 = MIX.sample(4000, generator=torch.Generator().manual_seed(2))
+    loss = losses.diffusion_loss(sched, t_min=0.05)
+    good = loss(oracle, x0, generator=torch.Generator().manual_seed(3))
+    bad_model = Const(lambda x_t, t: 1.1 * oracle(x_t, t), "eps")
+    bad = loss(bad_model, x0, generator=torch.Generator().manual_seed(3))
+    assert good < bad
+
+
+def test_weightings_are_consistent_reweightings():
+    sched = schedules.CosineSchedule()
+    t = torch.linspace(0.05, 0.95, 19)
+    snr = sched.snr(t)
+    torch.testing.assert_close(losses.weight(t, sched, "snr"), snr)
+    # min-SNR weights of eps, x0 and v targets are the same objective in different units
+    w_eps = losses.weight(t, sched, "min_snr", prediction="eps")
+    w_x0 = losses.weight(t, sched, "min_snr", prediction="x0")
+    w_v = losses.weight(t, sched, "min_snr", prediction="v")
+    torch.testing.assert_close(w_eps * snr, w_x0)
+    torch.testing.assert_close(w_v * (1 + snr), w_x0)
+    # ELBO weight: -d(lambda)/dt / 2, checked by finite differences
+    h = 1e-4
+    fd = -(sched.log_snr(t.double() + h) - sched.log_snr(t.double() - h)) / (2 * h) / 2
+    torch.testing.assert_close(losses.weight(t, sched, "elbo_eps").double(), fd, rtol=1e-4, atol=1e-6)
+
+
+def test_flow_matching_target_is_eps_minus_x0():
+    x0, eps, t = torch.randn(5, 2), torch.randn(5, 2), torch.rand(5)
+    torch.testing.assert_close(diffusion.target(x0, eps, t, schedules.FlowSchedule(), "velocity"), eps - x0)
+
+
+@pytest.mark.parametrize("bad,match", [({"weighting": "l1"}, "weighting"), ({"t_min": 0.5, "t_max": 0.4}, "t_min")])
+def test_bad_loss_arguments(bad, match):
+    with pytest.raises(ValueError, match=match):
+        losses.diffusion_loss(schedules.LinearSchedule(), **bad)
+
+
+def test_loss_needs_a_declared_prediction():
+    loss = losses.diffusion_loss(schedules.LinearSchedule())
+    with pytest.raises(ValueError, match="model.prediction"):
+        loss(torch.nn.Identity(), torch.randn(4, 2))

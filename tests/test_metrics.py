@@ -1,0 +1,52 @@
+"""2D metrics: exact values on small cases, the floor ratio, and that they see a difference."""
+
+import math
+
+import pytest
+import torch
+
+from dmlib import metrics, toy
+
+
+def test_w2_of_a_shift_is_the_shift():
+    x = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+    assert metrics.w2(x, x + torch.tensor([3.0, 4.0])) == pytest.approx(5.0, rel=1e-6)  # float32 input
+    assert metrics.w2(x, x[torch.randperm(200)]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_w2_is_an_optimal_assignment():
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    y = torch.tensor([[1.0, 0.1], [0.0, 0.1]])  # the crossing pairing would cost more
+    assert metrics.w2(x, y) == pytest.approx(0.1)
+
+
+def test_sliced_wasserstein_of_a_shift():
+    x = torch.randn(500, 2, generator=torch.Generator().manual_seed(1))
+    shift = torch.tensor([1.0, 0.0])
+    # for a shift c the 1D distance along theta is |<c, theta>|; averaging cos^2 gives |c|^2 / 2
+    sw = metrics.sliced_wasserstein(x, x + shift, n_projections=4000, generator=torch.Generator().manual_seed(2))
+    assert sw == pytest.approx(math.sqrt(0.5), rel=0.03)
+
+
+def test_mmd_is_near_zero_for_same_law_and_positive_otherwise():
+    g = torch.Generator().manual_seed(3)
+    a, b, c = torch.randn(500, 2, generator=g), torch.randn(500, 2, generator=g), torch.randn(500, 2, generator=g) + 0.5
+    assert abs(metrics.mmd(a, b)) < 0.01 < metrics.mmd(a, c)
+
+
+def test_floor_ratio_is_about_one_for_data_and_large_for_noise():
+    gm = toy.GaussianMixture.eight_gaussians()
+    sampler = lambda n, g: gm.sample(n, generator=g)  # noqa: E731
+    data = gm.sample(800, generator=torch.Generator().manual_seed(4))
+    noise = torch.randn(800, 2, generator=torch.Generator().manual_seed(5))
+    for name in ("w2", "sw"):
+        assert 0.7 < metrics.floor_ratio(name, data, sampler, n_repeats=2)["ratio"] < 1.3
+        assert metrics.floor_ratio(name, noise, sampler)["ratio"] > 1.5
+
+
+@pytest.mark.parametrize("fn", [metrics.w2, metrics.sliced_wasserstein])
+def test_metrics_reject_mismatched_inputs(fn):
+    with pytest.raises(ValueError, match="x and y|equal size"):
+        fn(torch.randn(10, 2), torch.randn(10, 3))
+    with pytest.raises(ValueError, match="equal size"):
+        fn(torch.randn(10, 2), torch.randn(11, 2))
