@@ -104,3 +104,25 @@ def flow_matching_loss(schedule: Schedule | None = None, *, t_min: float = 0.0, 
     from .schedules import FlowSchedule
 
     return diffusion_loss(schedule if schedule is not None else FlowSchedule(), t_min=t_min, t_max=t_max)
+
+
+def classifier_loss(schedule: Schedule, *, t_min: float = 0.0, t_max: float = 1.0):
+    """Cross-entropy of a noisy classifier on x_t ~ q(x_t | x_0) at random t (Section 6.3).
+
+    Returns ``loss(classifier, x0, y, generator)`` for :func:`dmlib.train.train`; ``y`` is
+    required.
+    """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a dmlib.schedules.Schedule, got {type(schedule).__name__}")
+
+    def loss(classifier, x0: torch.Tensor, y=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        if y is None:
+            raise ValueError("classifier_loss needs labels y")
+        b = x0.shape[0]
+        t = t_min + (t_max - t_min) * torch.rand(b, generator=generator, device="cpu").to(x0.device)
+        eps = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
+        a, s = schedule.alpha_sigma(t)
+        x_t = expand_to(a, x0) * x0 + expand_to(s, x0) * eps
+        return torch.nn.functional.cross_entropy(classifier(x_t, t), y)
+
+    return loss

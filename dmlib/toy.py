@@ -191,7 +191,7 @@ class GaussianMixture:
         return torch.logsumexp(self._mask(y, x.shape[0]) + logpdf, 1).to(x.dtype).to(x.device)
 
     def _posterior_terms(self, x, t, schedule, y):
-        x64 = x.detach().to(torch.float64).cpu()
+        x64 = x.to(torch.float64).cpu()  # differentiable in x (the ODE likelihood needs div of the velocity)
         a, s = self._coeffs(x, t, schedule)
         mu, cov = self._noised_params(a, s)
         logpdf, sol = self._component_logpdf(x64, mu, cov)

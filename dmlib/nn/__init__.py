@@ -6,6 +6,6 @@ them owns a schedule.
 """
 
 from .embeddings import TimeEmbedding, sinusoidal_embedding
-from .mlp import MLP
+from .mlp import MLP, NoisyClassifier
 
-__all__ = ["MLP", "TimeEmbedding", "sinusoidal_embedding"]
+__all__ = ["MLP", "NoisyClassifier", "TimeEmbedding", "sinusoidal_embedding"]

@@ -50,3 +50,21 @@ class MLP(nn.Module):
         for norm, layer in zip(self.norms, self.layers):
             h = h + layer(torch.nn.functional.silu(norm(h) + c))
         return self.out(torch.nn.functional.silu(h))  # (B, dim)
+
+
+class NoisyClassifier(nn.Module):
+    """A time-conditioned classifier of noisy inputs, ``classifier(x_t, t) -> logits`` (Section 6.3).
+
+    Trained on x_t drawn from the forward process at random t (see
+    :func:`dmlib.losses.classifier_loss`), its gradient grad_x log p_phi(y | x_t, t) steers
+    a sampler in classifier guidance.
+    """
+
+    def __init__(self, dim: int = 2, n_classes: int = 2, hidden: int = 128, depth: int = 3):
+        super().__init__()
+        self.body = MLP(dim, hidden, depth)
+        self.body.out = nn.Linear(hidden, _check.positive_int(n_classes, "n_classes"))  # (B, n_classes) logits
+        self.n_classes = n_classes
+
+    def forward(self, x_t: torch.Tensor, t) -> torch.Tensor:
+        return self.body(x_t, t)
