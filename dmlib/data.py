@@ -79,13 +79,15 @@ def read_idx(path) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex() if data else 'empty'})")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is truncated: its header announces {ndim} dimensions but the file ends after {len(data)} bytes")
     dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4).astype(int)
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     expected = int(np.prod(dims)) * dtype.itemsize
     body = data[4 + 4 * ndim:]
     if len(body) != expected:
         raise ValueError(f"{path} is truncated or corrupt: header says {expected} bytes of data, found {len(body)}")
-    return np.frombuffer(body, dtype=dtype).reshape(tuple(dims))
+    return np.frombuffer(body, dtype=dtype).reshape(tuple(dims)).copy()  # writable, owns its memory
 
 
 def _find_idx(root: Path, stem: str) -> Path | None:

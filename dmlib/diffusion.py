@@ -180,20 +180,7 @@ def convert(pred: torch.Tensor, x_t: torch.Tensor, t, schedule: Schedule, *, src
         eps = (a * pred - da * x_t) / det
 
     # 2. express the destination kind through (x0, eps)
-    return _from_pair(x0, eps, t, schedule, dst, a, s)
-
-
-def _from_pair(x0, eps, t, schedule, kind, a, s):
-    if kind == "eps":
-        return eps
-    if kind == "x0":
-        return x0
-    if kind == "score":
-        return -eps / s
-    if kind == "v":
-        return a * eps - s * x0
-    da, ds = (expand_to(c, x0) for c in schedule.derivatives(t))
-    return da * x0 + ds * eps
+    return target(x0, eps, t, schedule, dst)
 
 
 def target(x0: torch.Tensor, eps: torch.Tensor, t, schedule: Schedule, kind: str) -> torch.Tensor:
@@ -211,6 +198,15 @@ def target(x0: torch.Tensor, eps: torch.Tensor, t, schedule: Schedule, kind: str
     _check.tensor(eps, "eps")
     _check.same_shape(x0, eps, "x0", "eps")
     schedule = _schedule(schedule)
-    t = _check.batch_time(_check.as_time(t), x0).to(x0.device)
+    t = _check.batch_time(_check.as_time(t), x0)
+    if kind == "eps":
+        return eps
+    if kind == "x0":
+        return x0
     a, s = (expand_to(c, x0) for c in schedule.alpha_sigma(t))
-    return _from_pair(x0, eps, t, schedule, kind, a, s)
+    if kind == "score":
+        return -eps / s
+    if kind == "v":
+        return a * eps - s * x0
+    da, ds = (expand_to(c, x0) for c in schedule.derivatives(t))
+    return da * x0 + ds * eps

@@ -65,6 +65,15 @@ def image_grid(images: torch.Tensor, ax=None, *, nrow: int = 8, title: str | Non
     return ax
 
 
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (where rich output can be displayed)."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def show_source(obj) -> None:
     """Display the real source code of a dmlib function or class in a notebook.
 
@@ -74,11 +83,11 @@ def show_source(obj) -> None:
     import inspect
 
     src = inspect.getsource(obj)
-    try:
+    if _in_notebook():  # highlighted Markdown
         from IPython.display import Markdown, display
 
         display(Markdown(f"```python\n{src}```"))
-    except ImportError:  # outside IPython
+    else:  # a script or a terminal
         print(src)
 
 

@@ -49,34 +49,52 @@ class Schedule:
 
     # -- public interface -----------------------------------------------------------------
     def _eval(self, t, name="t"):
+        # float64 on the CPU (Apple's MPS has no float64); results go back to t's device and dtype
         t = _check.as_time(t, name)
-        a, s = self._alpha_sigma(t.to(torch.float64))
-        return t, a, s
+        a, s = self._alpha_sigma(t.detach().to("cpu", torch.float64))
+        back = lambda v: v.to(device=t.device, dtype=t.dtype)  # noqa: E731
+        return back, a, s
 
     def alpha(self, t) -> torch.Tensor:
         """Signal coefficient alpha_t of x_t = alpha_t x_0 + sigma_t eps, Section 1.2."""
-        t, a, _ = self._eval(t)
-        return a.to(t.dtype)
+        back, a, _ = self._eval(t)
+        return back(a)
 
     def sigma(self, t) -> torch.Tensor:
-        """Noise standard deviation sigma_t of x_t = alpha_t x_0 + sigma_t eps."""
-        t, _, s = self._eval(t)
-        return s.to(t.dtype)
+        """Noise standard deviation sigma_t of x_t = alpha_t x_0 + sigma_t eps, Section 1.2."""
+        back, _, s = self._eval(t)
+        return back(s)
 
     def alpha_sigma(self, t) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both coefficients at once, ``(alpha_t, sigma_t)``, each of shape (B,)."""
-        t, a, s = self._eval(t)
-        return a.to(t.dtype), s.to(t.dtype)
+        """Both coefficients at once, ``(alpha_t, sigma_t)``, each of shape (B,). Section 1.2."""
+        back, a, s = self._eval(t)
+        return back(a), back(s)
 
     def snr(self, t) -> torch.Tensor:
         """Signal-to-noise ratio SNR(t) = alpha_t^2 / sigma_t^2 (Section 1.4)."""
-        t, a, s = self._eval(t)
-        return (a**2 / s**2).to(t.dtype)
+        back, a, s = self._eval(t)
+        return back(a**2 / s**2)
 
     def log_snr(self, t) -> torch.Tensor:
         """Log signal-to-noise ratio lambda_t = log(alpha_t^2 / sigma_t^2) (Section 1.4)."""
-        t, a, s = self._eval(t)
-        return (2 * torch.log(a) - 2 * torch.log(s)).to(t.dtype)
+        back, a, s = self._eval(t)
+        return back(2 * torch.log(a) - 2 * torch.log(s))
+
+    def t_from_log_snr(self, lam, iters: int = 60) -> torch.Tensor:
+        """Times t in [0, 1] with log_snr(t) = lam, by bisection (log-SNR falls with t). Section 1.4.
+
+        Used to space sampling steps evenly in log-SNR (Chapter 4). Returns float64, shape (B,).
+        """
+        lam = torch.as_tensor(lam, dtype=torch.float64).reshape(-1)
+        if torch.isnan(lam).any():
+            raise ValueError("lam must not contain NaN")
+        lo, hi = torch.zeros_like(lam), torch.ones_like(lam)
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            a, s = self._alpha_sigma(mid)
+            later = 2 * torch.log(a) - 2 * torch.log(s) > lam  # the target lies after mid
+            lo, hi = torch.where(later, mid, lo), torch.where(later, hi, mid)
+        return (lo + hi) / 2
 
     def derivatives(self, t) -> tuple[torch.Tensor, torch.Tensor]:
         """Time derivatives ``(d alpha_t / dt, d sigma_t / dt)``, by autograd in float64.
@@ -84,13 +102,13 @@ class Schedule:
         Used by the velocity of a probability path, u_t = alpha_t' x_0 + sigma_t' eps.
         """
         t = _check.as_time(t)
-        t64 = t.detach().to(torch.float64).requires_grad_(True)
+        t64 = t.detach().to("cpu", torch.float64).requires_grad_(True)
         with torch.enable_grad():
             a, s = self._alpha_sigma(t64)
             # a coefficient that does not depend on t (VE's alpha = 1) has derivative 0
             da = torch.autograd.grad(a.sum(), t64, retain_graph=True)[0] if a.requires_grad else torch.zeros_like(t64)
             ds = torch.autograd.grad(s.sum(), t64)[0] if s.requires_grad else torch.zeros_like(t64)
-        return da.to(t.dtype), ds.to(t.dtype)
+        return da.to(device=t.device, dtype=t.dtype), ds.to(device=t.device, dtype=t.dtype)
 
     def times(self, T: int) -> torch.Tensor:
         """The T + 1 grid times t_k = k / T of a T-step chain, in float64."""
@@ -124,7 +142,7 @@ class VPSchedule(Schedule):
     def alpha_bar(self, t) -> torch.Tensor:
         """alpha_bar_t = alpha_t^2, the fraction of the signal's variance left at time t, Section 1.3."""
         t = _check.as_time(t)
-        return self._alpha_bar_floored(t.to(torch.float64)).to(t.dtype)
+        return self._alpha_bar_floored(t.detach().to("cpu", torch.float64)).to(device=t.device, dtype=t.dtype)
 
     def alpha_bars(self, T: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Table of alpha_bar_k = alpha_bar(k / T) for k = 0..T, shape (T + 1,).
@@ -190,7 +208,7 @@ class CosineSchedule(VPSchedule):
 
 
 class SigmoidSchedule(VPSchedule):
-    """A sigmoid schedule (Jabri et al., 2022; Chen, 2023). Section 1.3.
+    """A sigmoid schedule (Jabri et al., 2023; Chen, 2023). Section 1.3.
 
         alpha_bar(t) = (sigmoid(end / tau) - sigmoid((start + t (end - start)) / tau))
                        / (sigmoid(end / tau) - sigmoid(start / tau)).
@@ -201,7 +219,10 @@ class SigmoidSchedule(VPSchedule):
     name = "sigmoid"
 
     def __init__(self, start: float = -3.0, end: float = 3.0, tau: float = 1.0):
-        if not (isinstance(start, (int, float)) and isinstance(end, (int, float)) and end > start):
+        for name, v in (("start", start), ("end", end)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if not end > start:
             raise ValueError(f"end must be greater than start, got start={start!r}, end={end!r}")
         self.start, self.end = float(start), float(end)
         self.tau = _check.finite_positive(tau, "tau")
@@ -269,7 +290,7 @@ def get_schedule(name: str, **kwargs) -> Schedule:
 
 def expand_to(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Reshape per-sample values of shape (B,) to (B, 1, ..., 1) so they broadcast against x (Section 1.2)."""
-    return v.reshape(v.shape[0], *([1] * (x.dim() - 1))).to(x.dtype)  # (B, 1, ..., 1)
+    return v.reshape(v.shape[0], *([1] * (x.dim() - 1))).to(device=x.device, dtype=x.dtype)  # (B, 1, ..., 1)
 
 
 def extract(table: torch.Tensor, k: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -147,6 +147,11 @@ class GaussianMixture:
         if (y < 0).any() or (y >= self.n_classes).any():
             raise ValueError(f"y must lie in [0, {self.n_classes - 1}], got values in [{y.min()}, {y.max()}]")
         keep = self.labels[None, :] == y[:, None]  # (B, K)
+        empty = ~keep.any(1)
+        if empty.any():
+            missing = sorted(set(y[empty].tolist()))
+            raise ValueError(f"y selects class(es) {missing} that no component of the mixture has "
+                             f"(component labels: {self.labels.tolist()})")
         return torch.where(keep, logw, torch.full_like(logw, -math.inf))
 
     # -- sampling and density ---------------------------------------------------------------

@@ -11,6 +11,9 @@ bash scripts/setup.sh
 
 # Interactive widgets become JavaScript-only sliders on the static pages.
 export DMLIB_STATIC=1
+# Idle OpenMP threads sleep instead of spinning: on small machines spinning threads slow
+# every torch call inside a Jupyter kernel by milliseconds.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 echo "[book] run mode: ${DMLIB_MODE:-full}; executing every chapter (this takes a few minutes on a CPU)"
 .venv/bin/jupyter-book build . -W -n --keep-going "$@"
 out=_build/html

@@ -10,4 +10,5 @@ bash scripts/setup.sh
 bash scripts/ensure_browser.sh
 
 export DMLIB_MODE=quick PYTHONHASHSEED=0
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # see scripts/book.sh
 .venv/bin/python -m pytest tests book --nbval-lax -n 2 --dist loadfile -p no:cacheprovider "$@"

@@ -1,0 +1,35 @@
+"""Shared fixtures for dmlib's unit tests (kept small on purpose).
+
+* Matplotlib is switched to the non-interactive Agg backend before any test module imports
+  ``dmlib.plot`` (which imports pyplot), so plotting tests never need a display.
+* torch runs single-threaded in the test process unless OMP_NUM_THREADS says otherwise: the
+  unit tests use small tensors, where intra-op threads only add overhead -- and on a busy
+  2-core machine (or under pytest-xdist) OpenMP's spinning threads made single element-wise
+  ops ~50x slower. It also makes float reductions independent of the machine's core count.
+  Notebook kernels are separate processes and are not affected.
+"""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg", force=True)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(1)
+
+# Environment variables that change dmlib's behaviour (dmlib.run, dmlib.plot, dmlib.data).
+DMLIB_ENV = ("DMLIB_MODE", "DMLIB_DEVICE", "DMLIB_STATIC", "DMLIB_DATA")
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """Unset every DMLIB_* variable for one test, so the outer environment (CI sets
+    DMLIB_MODE=quick, the book build sets DMLIB_STATIC) cannot change what it checks.
+    Not autouse: notebook tests must keep inheriting the outer environment."""
+    for name in DMLIB_ENV:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch

@@ -1,0 +1,95 @@
+"""dmlib's DDPM quantities against an independent reference: diffusers' DDPMScheduler.
+
+Index conventions: diffusers' timestep i (0-based, i = 0..T-1) is our step k = i + 1, i.e. the
+continuous time t = (i + 1) / T; their alphas_cumprod[i] is our alpha_bars(T)[i + 1] and their
+betas[i] our betas(T)[i + 1] (our entry 0 is the clean data).
+
+diffusers keeps its tables in float32. Where a comparison should be exact, the scheduler's
+tables are replaced by float64 ones computed with diffusers' own formula (cumprod of 1 - beta),
+so only float64 rounding remains; with the float32 tables, 1 - alpha_bar loses up to
+eps32 / beta_1 ~ 6e-4 of its relative accuracy near t = 0 (catastrophic cancellation).
+"""
+
+import pytest
+import torch
+
+from dmlib import diffusion, schedules
+
+diffusers = pytest.importorskip("diffusers")
+T = 1000
+
+
+def _scheduler(**kwargs):
+    return diffusers.DDPMScheduler(num_train_timesteps=T, clip_sample=False, **kwargs)
+
+
+def _scheduler64(schedule, **kwargs):
+    """A DDPMScheduler built from our betas, its tables recomputed in float64."""
+    betas = schedule.betas(T, torch.float64)[1:]
+    ref = _scheduler(trained_betas=betas.float().numpy(), **kwargs)
+    ref.betas = betas
+    ref.alphas = 1.0 - betas
+    ref.alphas_cumprod = torch.cumprod(ref.alphas, dim=0)
+    ref.one = torch.tensor(1.0, dtype=torch.float64)
+    return ref
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "sigmoid"])
+def test_alphas_cumprod_from_our_betas(name):
+    sch = schedules.get_schedule(name)
+    ref = _scheduler(trained_betas=sch.betas(T)[1:].numpy())  # diffusers as users get it: float32
+    # float32 tables: measured relative error < 2e-6 where alpha_bar > 1e-4 (cumprod over 1000
+    # steps); on the last steps, where alpha_bar nears its floor 1e-8, float32 betas close to 1
+    # cost up to 5e-4 relative (sigmoid), i.e. < 1e-11 absolute: covered by atol
+    torch.testing.assert_close(ref.alphas_cumprod, sch.alpha_bars(T)[1:], rtol=2e-5, atol=1e-9)
+    ref64 = _scheduler64(sch)
+    torch.testing.assert_close(ref64.alphas_cumprod, sch.alpha_bars(T, torch.float64)[1:], rtol=1e-10, atol=1e-16)
+
+
+def test_cosine_betas_match_squaredcos_cap_v2():
+    # diffusers' "squaredcos_cap_v2" is Nichol & Dhariwal's cosine schedule with beta clipped at
+    # 0.999. dmlib instead floors alpha_bar at 1e-8 (alpha_bar = 1e-8 + (1 - 1e-8) f(t) / f(0)),
+    # which changes beta_k by a relative ~1e-8 / alpha_bar_k: below 1e-5 while alpha_bar_k > 1e-3,
+    # i.e. for t < 0.98, and up to 0.1% on the last steps.
+    ref = _scheduler(beta_schedule="squaredcos_cap_v2").betas.double()
+    ours = schedules.CosineSchedule().betas(T, torch.float64)[1:]
+    torch.testing.assert_close(ours[:980], ref[:980], rtol=1e-5, atol=1e-7)  # float32 storage of ref
+    torch.testing.assert_close(ours[980:-1], ref[980:-1], rtol=2e-3, atol=0)
+    assert ref[-1].item() == pytest.approx(0.999) and 0.99 < ours[-1].item() < 1
+
+
+def test_linear_schedule_close_to_diffusers_linear():
+    # DDPM's linspace(1e-4, 0.02) (stored in float32): ours differs by at most 2.13e-4 (see test_schedules)
+    ref = _scheduler(beta_schedule="linear").betas.double()
+    ours = schedules.LinearSchedule().betas(T, torch.float64)[1:]
+    assert (ours - ref).abs().max().item() < 2.2e-4
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_add_noise_equals_q_sample(dtype, tol):
+    sch = schedules.CosineSchedule()
+    ref = _scheduler64(sch) if dtype == torch.float64 else _scheduler(trained_betas=sch.betas(T)[1:].numpy())
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(6, 1, 4, 4, generator=g, dtype=dtype)
+    noise = torch.randn(6, 1, 4, 4, generator=g, dtype=dtype)
+    timesteps = torch.tensor([0, 1, 99, 500, 900, 999])
+    ours = diffusion.q_sample(x0, (timesteps + 1).double() / T, sch, noise)
+    torch.testing.assert_close(ref.add_noise(x0, noise, timesteps), ours, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("i", [0, 1, 10, 500, 999])
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_step_is_posterior_sample(name, i):
+    # DDPMScheduler.step with an x0 prediction samples q(x_{k-1} | x_k, x0): the mean mu~ plus
+    # sqrt(beta~) times torch.randn drawn from the generator (no noise at i = 0).
+    sch = schedules.get_schedule(name)
+    ref = _scheduler64(sch, prediction_type="sample", variance_type="fixed_small")
+    g = torch.Generator().manual_seed(i)
+    x0 = torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    xt = torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    out = ref.step(x0, i, xt, generator=torch.Generator().manual_seed(1)).prev_sample
+    mean, var = diffusion.posterior(x0, xt, i / T, (i + 1) / T, sch)
+    z = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    if i == 0:
+        z.zero_()
+    torch.testing.assert_close(out, mean + var.sqrt() * z, rtol=1e-10, atol=1e-12)

@@ -1,0 +1,309 @@
+"""dmlib.schedules: VP (linear, cosine, sigmoid), VE and flow schedules, tables and helpers.
+
+Float64 identities are checked to ~1e-12: every schedule computes in float64, so only a few
+rounding errors separate the two sides.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dmlib import schedules as S
+
+VP_NAMES = ("linear", "cosine", "sigmoid")
+ALL_NAMES = VP_NAMES + ("ve", "flow")
+GRID = torch.linspace(0, 1, 2001, dtype=torch.float64)
+INTERIOR = torch.linspace(0.001, 0.999, 999, dtype=torch.float64)  # avoids sigma=0 at t=0
+
+
+
+def vp(name):
+    return S.get_schedule(name)
+
+
+def floored(ab):
+    """The documented floor of every VP schedule: alpha_bar = F + (1 - F) alpha_bar_raw, F = ALPHA_BAR_MIN."""
+    return S.ALPHA_BAR_MIN + (1 - S.ALPHA_BAR_MIN) * ab
+
+
+# -- VP schedules -----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", VP_NAMES)
+def test_alpha_bar_starts_at_one(name):
+    sch = vp(name)
+    assert sch.alpha_bar(0.0).item() == 1.0
+    assert sch.alpha(0.0).item() == 1.0 and sch.sigma(0.0).item() == 0.0
+    assert sch.alpha_bars(10)[0].item() == 1.0
+
+
+@pytest.mark.parametrize("name", VP_NAMES)
+def test_alpha_bar_strictly_decreasing(name):
+    ab = vp(name).alpha_bar(GRID)
+    assert (ab[1:] < ab[:-1]).all()
+    assert ((ab > 0) & (ab <= 1)).all()
+
+
+@pytest.mark.parametrize("name", VP_NAMES)
+def test_vp_identities(name):
+    sch = vp(name)
+    a, s = sch.alpha_sigma(GRID)
+    torch.testing.assert_close(a**2 + s**2, torch.ones_like(a), rtol=0, atol=1e-12)
+    torch.testing.assert_close(a**2, sch.alpha_bar(GRID), rtol=1e-12, atol=0)
+    torch.testing.assert_close(sch.alpha(GRID), a, rtol=0, atol=0)
+    torch.testing.assert_close(sch.sigma(GRID), s, rtol=0, atol=0)
+    assert sch.variance_preserving
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_log_snr_strictly_decreasing(name):
+    lam = S.get_schedule(name).log_snr(INTERIOR)
+    assert torch.isfinite(lam).all()
+    assert (lam[1:] < lam[:-1]).all()
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_snr_is_exp_log_snr(name):
+    sch = S.get_schedule(name)
+    a, s = sch.alpha_sigma(INTERIOR)
+    torch.testing.assert_close(sch.snr(INTERIOR), torch.exp(sch.log_snr(INTERIOR)), rtol=1e-11, atol=0)
+    torch.testing.assert_close(sch.snr(INTERIOR), a**2 / s**2, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name", ("cosine", "sigmoid"))
+def test_alpha_bar_floored_at_one(name):
+    # alpha_bar(1) is exactly 0 for these two; the floor keeps sigma / alpha finite.
+    sch = vp(name)
+    assert sch.alpha_bar(1.0).item() == pytest.approx(S.ALPHA_BAR_MIN, rel=1e-6)
+    a, s = sch.alpha_sigma(1.0)
+    assert torch.isfinite(s / a).all() and torch.isfinite(sch.log_snr(1.0)).all()
+    assert sch.log_snr(1.0).item() == pytest.approx(math.log(S.ALPHA_BAR_MIN), rel=1e-6)  # about -18.4
+
+
+@pytest.mark.parametrize("name", ("cosine", "sigmoid"))
+def test_alpha_bar_floor_is_smooth(name):
+    # an affine floor, not a clamp: alpha_bar keeps decreasing right up to t = 1, and its
+    # derivative has no jump (a clamp would make it 0 on the last stretch)
+    sch = vp(name)
+    t = torch.linspace(0.999, 1.0, 101, dtype=torch.float64)
+    ab = sch.alpha_bar(t)
+    assert (ab[1:] < ab[:-1]).all()
+    da, _ = sch.derivatives(t[:-1])
+    assert (da < 0).all()
+
+
+# -- discrete tables ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", VP_NAMES)
+@pytest.mark.parametrize("T", [10, 1000])
+def test_betas_table(name, T):
+    sch = vp(name)
+    b = sch.betas(T, dtype=torch.float64)
+    ab = sch.alpha_bars(T, dtype=torch.float64)
+    assert b.shape == ab.shape == (T + 1,)
+    assert b[0].item() == 0.0
+    assert ((b[1:] > 0) & (b[1:] < 1)).all()
+    # cumprod(1 - beta) telescopes back to alpha_bar. Relative tolerance: alpha_bar_T is as
+    # small as 1e-8 (cosine), and 1000 products accumulate ~1000 ulp = 2e-13 relative error.
+    # atol: where beta_k is within 1e-7 of 1 (last step of cosine / sigmoid with T = 10),
+    # 1 - beta_k keeps only an absolute accuracy of ~1e-16 (measured error 1.8e-18).
+    torch.testing.assert_close(torch.cumprod(1 - b, 0)[1:], ab[1:], rtol=1e-10, atol=1e-16)
+    torch.testing.assert_close(ab, sch.alpha_bar(sch.times(T)), rtol=0, atol=0)
+
+
+def test_table_dtypes():
+    sch = S.LinearSchedule()
+    assert sch.betas(10).dtype == torch.float32 and sch.alpha_bars(10).dtype == torch.float32
+    assert sch.betas(10, dtype=torch.float64).dtype == torch.float64
+    # float32 tables are the float64 ones rounded once, not float32 computations
+    torch.testing.assert_close(sch.betas(1000), sch.betas(1000, torch.float64).float(), rtol=0, atol=0)
+
+
+def test_times_grid():
+    t = S.LinearSchedule().times(4)
+    assert t.dtype == torch.float64
+    assert t.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_linear_betas_are_exact_integrals_of_beta_t():
+    # alpha_bar(t) = exp(-int_0^t beta(u) du) with a linear beta(u), so
+    # beta_k = 1 - exp(-int_{t_{k-1}}^{t_k} beta) = 1 - exp(-(beta(t_{k-1}) + beta(t_k)) / (2T)) exactly
+    # (the trapezoid rule is exact for a linear integrand).
+    # Here alpha_bar_k is accumulated from those exact per-step integrals (a different route
+    # from the closed form), then floored as documented.
+    T, bmin, bmax = 1000, 0.1, 20.0
+    k = torch.arange(1, T + 1, dtype=torch.float64)
+    beta_t = lambda u: bmin + u * (bmax - bmin)  # noqa: E731
+    step_integrals = (beta_t((k - 1) / T) + beta_t(k / T)) / (2 * T)
+    ab = floored(torch.exp(-torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(step_integrals, 0)])))
+    ref = 1 - ab[1:] / ab[:-1]
+    torch.testing.assert_close(S.LinearSchedule(bmin, bmax).betas(T, torch.float64)[1:], ref, rtol=1e-9, atol=0)
+
+
+def test_linear_schedule_close_to_ddpm_betas():
+    # DDPM (Ho et al., 2020) uses betas = linspace(1e-4, 0.02, 1000). The continuous-time linear
+    # schedule gives beta_k ~ beta((k - 1/2) / T) / T - beta_k^2 / 2: measured max |difference|
+    # is 2.084e-4, at k = T (0.019792 vs 0.02), and 1.0e-5 at k = 1 (1.0995e-4 vs 1e-4). The
+    # tolerance sits just above the measured maximum, so a different schedule (e.g. another
+    # beta_max, or an index shifted by one step, ~2e-5 per step) still fails.
+    ours = S.LinearSchedule().betas(1000, torch.float64)[1:]
+    ddpm = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    err = (ours - ddpm).abs()
+    assert err.max().item() < 2.2e-4
+    assert err[:100].max().item() < 1.2e-5  # small-noise end: the half-step offset only
+    # and the end point of the chain is within 7% in alpha_bar (4.32e-5 vs 4.04e-5)
+    ab_ddpm = torch.cumprod(1 - ddpm, 0)[-1]
+    assert abs(S.LinearSchedule().alpha_bars(1000, torch.float64)[-1] / ab_ddpm - 1) < 0.08
+
+
+def test_cosine_matches_nichol_dhariwal_numpy():
+    # Nichol & Dhariwal (2021), eq. 17, written independently in NumPy.
+    s = 0.008
+    t = np.linspace(0, 0.999, 1000)  # below t = 1, where our clamp (their beta clip) acts
+    f = lambda u: np.cos((u + s) / (1 + s) * np.pi / 2) ** 2  # noqa: E731
+    ref = S.ALPHA_BAR_MIN + (1 - S.ALPHA_BAR_MIN) * f(t) / f(0)  # with dmlib's documented floor
+    ours = S.CosineSchedule(s).alpha_bar(torch.from_numpy(t)).numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=0)
+
+
+def test_sigmoid_matches_numpy_formula():
+    start, end, tau = -3.0, 3.0, 0.7
+    t = np.linspace(0, 0.99, 100)
+    sig = lambda u: 1 / (1 + np.exp(-u))  # noqa: E731
+    ref = (sig(end / tau) - sig((start + t * (end - start)) / tau)) / (sig(end / tau) - sig(start / tau))
+    ref = S.ALPHA_BAR_MIN + (1 - S.ALPHA_BAR_MIN) * ref  # dmlib's documented floor
+    ours = S.SigmoidSchedule(start, end, tau).alpha_bar(torch.from_numpy(t)).numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-15)
+
+
+def test_linear_alpha_bar_formula():
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    ref = floored(torch.exp(-(0.3 * t + 0.5 * (12.0 - 0.3) * t**2)))
+    torch.testing.assert_close(S.LinearSchedule(0.3, 12.0).alpha_bar(t), ref, rtol=1e-14, atol=0)
+
+
+# -- dtypes ---------------------------------------------------------------------------------------
+METHODS = ("alpha", "sigma", "snr", "log_snr")
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_output_dtype_follows_t(name):
+    sch = S.get_schedule(name)
+    t32 = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float32)
+    for m in METHODS:
+        out32 = getattr(sch, m)(t32)
+        assert out32.dtype == torch.float32 and out32.shape == (3,)
+        # computed in float64 and rounded once
+        torch.testing.assert_close(out32, getattr(sch, m)(t32.double()).float(), rtol=0, atol=0)
+        assert getattr(sch, m)(0.5).dtype == torch.float64  # a Python float is a double
+        assert getattr(sch, m)(t32.double()).dtype == torch.float64
+    if sch.variance_preserving:
+        assert sch.alpha_bar(t32).dtype == torch.float32 and sch.alpha_bar(0.5).dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_derivatives_dtype_follows_t(name):
+    sch = S.get_schedule(name)
+    t32 = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float32)
+    assert all(d.dtype == torch.float32 and d.shape == (3,) for d in sch.derivatives(t32))
+    assert all(d.dtype == torch.float64 for d in sch.derivatives(0.5))
+
+
+def test_scalar_tensor_time_becomes_shape_one():
+    sch = S.CosineSchedule()
+    assert sch.alpha(torch.tensor(0.5)).shape == (1,)
+    assert sch.alpha(0.5).shape == (1,)
+
+
+# -- VE and flow ------------------------------------------------------------------------------------
+def test_ve_schedule():
+    sch = S.VESchedule(0.02, 80.0)
+    a, s = sch.alpha_sigma(GRID)
+    assert (a == 1).all()
+    torch.testing.assert_close(s[[0, -1]], torch.tensor([0.02, 80.0], dtype=torch.float64), rtol=1e-14, atol=0)
+    # geometric: log sigma is linear in t
+    torch.testing.assert_close(torch.log(s), math.log(0.02) + GRID * math.log(80.0 / 0.02), rtol=1e-13, atol=1e-13)
+    assert not sch.variance_preserving
+
+
+def test_flow_schedule():
+    sch = S.FlowSchedule()
+    a, s = sch.alpha_sigma(GRID)
+    torch.testing.assert_close(a, 1 - GRID, rtol=0, atol=0)  # exact, including alpha_1 = 0
+    torch.testing.assert_close(s, GRID, rtol=0, atol=0)
+    assert sch.alpha(1.0).item() == 0.0 and sch.sigma(0.0).item() == 0.0
+
+
+# -- derivatives -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_derivatives_match_finite_differences(name):
+    sch = S.get_schedule(name)
+    t = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
+    h = 1e-6  # central differences: truncation ~h^2 |f'''| < 1e-10, rounding ~1e-16 / h = 1e-10
+    da, ds = sch.derivatives(t)
+    fd_a = (sch.alpha(t + h) - sch.alpha(t - h)) / (2 * h)
+    fd_s = (sch.sigma(t + h) - sch.sigma(t - h)) / (2 * h)
+    scale = max(1.0, ds.abs().max().item())  # VE's sigma' reaches ~500
+    torch.testing.assert_close(da, fd_a, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(ds, fd_s, rtol=1e-6, atol=1e-7 * scale)
+
+
+def test_derivatives_closed_forms():
+    t = torch.tensor([0.2, 0.7], dtype=torch.float64)
+    lin = S.LinearSchedule()
+    da, _ = lin.derivatives(t)
+    # alpha = sqrt(F + (1 - F) ab) with ab' = -beta(t) ab: alpha' = -(1 - F) beta(t) ab / (2 alpha)
+    ab = torch.exp(-(0.1 * t + 0.5 * 19.9 * t**2))
+    ref = -(1 - S.ALPHA_BAR_MIN) * (0.1 + t * 19.9) * ab / (2 * lin.alpha(t))
+    torch.testing.assert_close(da, ref, rtol=1e-12, atol=0)
+    da, ds = S.FlowSchedule().derivatives(t)
+    assert da.tolist() == [-1.0, -1.0] and ds.tolist() == [1.0, 1.0]
+
+
+def test_ve_derivatives_closed_form():
+    # VE's alpha = 1 does not depend on t: its derivative is 0 (no autograd graph to follow)
+    t = torch.tensor([0.2, 0.7], dtype=torch.float64)
+    ve = S.VESchedule()
+    da, ds = ve.derivatives(t)
+    assert da.tolist() == [0.0, 0.0]
+    torch.testing.assert_close(ds, ve.sigma(t) * math.log(50.0 / 0.01), rtol=1e-12, atol=0)
+
+
+def test_derivatives_do_not_leak_grad():
+    t = torch.tensor([0.3], requires_grad=True)
+    da, ds = S.CosineSchedule().derivatives(t)
+    assert not da.requires_grad and not ds.requires_grad
+
+
+# -- get_schedule, extract, expand_to -------------------------------------------------------------------
+@pytest.mark.parametrize("name, cls", [("linear", S.LinearSchedule), ("cosine", S.CosineSchedule),
+                                       ("sigmoid", S.SigmoidSchedule), ("ve", S.VESchedule),
+                                       ("flow", S.FlowSchedule)])
+def test_get_schedule_by_name(name, cls):
+    sch = S.get_schedule(name)
+    assert type(sch) is cls and sch.name == name
+
+
+def test_get_schedule_passes_kwargs():
+    sch = S.get_schedule("linear", beta_min=0.2, beta_max=10.0)
+    assert (sch.beta_min, sch.beta_max) == (0.2, 10.0)
+    assert "beta_max=10.0" in repr(sch)
+
+
+def test_expand_to_shapes_and_dtype():
+    v = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    x = torch.zeros(3, 1, 4, 5)
+    e = S.expand_to(v, x)
+    assert e.shape == (3, 1, 1, 1) and e.dtype == torch.float32
+    assert (e * x).shape == x.shape
+    assert S.expand_to(v, torch.zeros(3, 2)).shape == (3, 1)
+    assert S.expand_to(v, torch.zeros(3)).shape == (3,)
+
+
+def test_extract_indexes_table():
+    table = S.LinearSchedule().betas(10)
+    k = torch.tensor([0, 3, 10])
+    x = torch.zeros(3, 2, 8, 8)
+    out = S.extract(table, k, x)
+    assert out.shape == (3, 1, 1, 1)
+    assert out.flatten().tolist() == table[k].tolist()
+    assert S.extract(table, k.int(), torch.zeros(3, 2)).shape == (3, 1)

@@ -1,0 +1,215 @@
+"""dmlib.toy: 2D datasets and Gaussian mixtures (sampling, densities, the denoiser protocol)."""
+
+import math
+
+import pytest
+import torch
+
+from dmlib import run, schedules, toy
+
+Z = 5.0  # Monte-Carlo tolerances in standard errors (fixed seeds; see test_math_identities)
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+# -- sample_2d ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", toy.DATASETS)
+def test_sample_2d_shape_and_scale(name):
+    x = toy.sample_2d(name, 4000, seed=0)
+    assert x.shape == (4000, 2) and x.dtype == torch.float32
+    assert torch.isfinite(x).all()
+    # "mean about 0, spread about 1" (loose: per-coordinate std measured between 0.74 and 1.30)
+    assert x.mean(0).abs().max() < 0.1
+    std = x.std(0)
+    assert ((std > 0.6) & (std < 1.5)).all(), std
+    assert x.abs().max() < 4
+
+
+@pytest.mark.parametrize("name", toy.DATASETS)
+def test_sample_2d_seeds(name):
+    a = toy.sample_2d(name, 300, seed=1)
+    assert torch.equal(a, toy.sample_2d(name, 300, seed=1))
+    assert not torch.equal(a, toy.sample_2d(name, 300, seed=2))
+
+
+@pytest.mark.parametrize("name", ["moons", "8gaussians"])
+def test_sample_2d_global_seed_and_generator(name):
+    run.set_seed(5)
+    a = toy.sample_2d(name, 100)
+    run.set_seed(5)
+    assert torch.equal(a, toy.sample_2d(name, 100))  # seed=None follows torch's global generator
+    assert not torch.equal(a, toy.sample_2d(name, 100))  # ... which then moves on
+    g1, g2 = _gen(9), _gen(9)
+    assert torch.equal(toy.sample_2d(name, 100, generator=g1), toy.sample_2d(name, 100, generator=g2))
+
+
+def test_sample_2d_8gaussians_matches_mixture():
+    # "8gaussians" is the mixture behind GaussianMixture.eight_gaussians(): same second moments
+    n = 40_000
+    x = toy.sample_2d("8gaussians", n, seed=0).double()
+    gm = toy.GaussianMixture.eight_gaussians()
+    r2 = (x**2).sum(1)
+    expected = (2 / 1.42) ** 2 + 2 * (0.1 / 1.42) ** 2  # E|x|^2 = radius^2 + D std^2
+    assert abs(r2.mean().item() - expected) < Z * r2.std().item() / math.sqrt(n)
+    # every point sits near one of the mixture's eight means
+    d = torch.cdist(x, gm.means).min(1).values
+    assert d.max() < 6 * 0.1 / 1.42
+
+
+# -- GaussianMixture --------------------------------------------------------------------------------
+def make_mixture():
+    means = [[-1.5, 0.5], [1.0, 1.0], [0.5, -1.2]]
+    covs = [[[0.30, 0.12], [0.12, 0.20]], [[0.10, -0.05], [-0.05, 0.25]], [[0.40, 0.00], [0.00, 0.05]]]
+    return toy.GaussianMixture(means, covs, weights=[0.5, 0.3, 0.2], labels=[0, 1, 1])
+
+
+def test_mixture_attributes():
+    gm = make_mixture()
+    assert (gm.dim, gm.n_components, gm.n_classes) == (2, 3, 2)
+    torch.testing.assert_close(gm.weights.sum(), torch.tensor(1.0, dtype=torch.float64))
+    gm2 = toy.GaussianMixture(torch.zeros(2, 3), torch.tensor([0.5, 2.0]), weights=[2.0, 6.0])
+    torch.testing.assert_close(gm2.weights, torch.tensor([0.25, 0.75], dtype=torch.float64))  # normalised
+    torch.testing.assert_close(gm2.covs[1], 4.0 * torch.eye(3, dtype=torch.float64))  # stds -> isotropic covs
+
+
+def test_mixture_sample_moments():
+    gm = make_mixture()
+    n = 100_000
+    x, labels = gm.sample(n, generator=_gen(0), return_labels=True)
+    assert x.shape == (n, 2) and x.dtype == torch.float32 and labels.shape == (n,)
+    x = x.double()
+    pi, mu = gm.weights, gm.means
+    m = pi @ mu
+    C = torch.einsum("k,kij->ij", pi, gm.covs + mu[:, :, None] * mu[:, None, :]) - torch.outer(m, m)
+    assert ((x.mean(0) - m).abs() < Z * x.std(0) / math.sqrt(n)).all()
+    d = x - m
+    prods = d[:, :, None] * d[:, None, :]
+    assert ((prods.mean(0) - C).abs() < Z * prods.std(0) / math.sqrt(n)).all()
+    # component frequencies: label 0 is component 0 (weight 0.5); SE sqrt(p (1 - p) / n)
+    p0 = (labels == 0).double().mean().item()
+    assert abs(p0 - 0.5) < Z * math.sqrt(0.25 / n)
+
+
+def test_mixture_sample_reproducible():
+    gm = make_mixture()
+    assert torch.equal(gm.sample(50, generator=_gen(3)), gm.sample(50, generator=_gen(3)))
+    assert not torch.equal(gm.sample(50, generator=_gen(3)), gm.sample(50, generator=_gen(4)))
+
+
+def _grid(lim, n):
+    c = torch.linspace(-lim, lim, n, dtype=torch.float64)
+    gx, gy = torch.meshgrid(c, c, indexing="ij")
+    return torch.stack([gx.flatten(), gy.flatten()], 1), (c[1] - c[0]).item()
+
+
+@pytest.mark.parametrize("t, schedule", [(None, None), (0.5, schedules.LinearSchedule()),
+                                         (0.3, schedules.VESchedule()), (0.9, schedules.FlowSchedule())])
+def test_log_prob_integrates_to_one(t, schedule):
+    # Riemann sum on a 0.025 grid over [-7, 7]^2: the smallest std (0.05^0.5 = 0.22) spans ~9
+    # points, so the sum is accurate to far below 1e-4; the mass outside the box is < 1e-6.
+    x, h = _grid(7.0, 561)
+    p = make_mixture().log_prob(x, t, schedule).exp()
+    assert abs(p.sum().item() * h * h - 1) < 1e-4
+
+
+def test_log_prob_dtype_and_classes():
+    gm = make_mixture()
+    x = torch.randn(10, 2, generator=_gen(0))
+    lp = gm.log_prob(x)
+    assert lp.shape == (10,) and lp.dtype == torch.float32
+    # With y, log_prob is the joint log p(x, y) (the class's components with their unnormalised
+    # weights), so the classes sum to the marginal: p(x) = sum_c p(x, c).
+    x64 = x.double()
+    lp0, lp1 = gm.log_prob(x64, y=0), gm.log_prob(x64, y=1)
+    torch.testing.assert_close(torch.logaddexp(lp0, lp1), gm.log_prob(x64), rtol=1e-12, atol=1e-12)
+
+
+def test_log_prob_with_y_is_the_joint_density():
+    # Integrates to the class's prior weight p(y) (0.3 + 0.2 for class 1), not to 1: log_prob(x, y=c)
+    # is log p(x, y=c), so log p(y | x) = log_prob(x, y=c) - log_prob(x). (Undocumented in dmlib.)
+    x, h = _grid(7.0, 561)
+    p = make_mixture().log_prob(x, 0.2, schedules.CosineSchedule(), y=1).exp()
+    assert abs(p.sum().item() * h * h - 0.5) < 1e-4
+
+
+def test_class_conditional_sampling():
+    # well-separated components: each sample can be traced back to its component
+    gm = toy.GaussianMixture([[-4.0, 0.0], [0.0, 4.0], [4.0, 0.0], [0.0, -4.0]], torch.full((4,), 0.3),
+                             labels=[0, 1, 1, 2])
+    for y in range(3):
+        x, labels = gm.sample(500, y=y, generator=_gen(y), return_labels=True)
+        assert (labels == y).all()
+        nearest = torch.cdist(x.double(), gm.means).argmin(1)
+        assert (gm.labels[nearest] == y).all()
+    x, labels = gm.sample(400, y=1, generator=_gen(7), return_labels=True)
+    both = torch.cdist(x.double(), gm.means).argmin(1)
+    assert set(both.tolist()) == {1, 2}  # class 1 has two components; both are used
+    # one label per sample
+    y = torch.tensor([0, 2, 2, 1])
+    _, labels = gm.sample(4, y=y, generator=_gen(1), return_labels=True)
+    assert torch.equal(labels, y)
+
+
+def test_class_conditional_score_differs():
+    gm = make_mixture()
+    sch = schedules.CosineSchedule()
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    s_all, s0, s1 = gm.score(x, 0.3, sch), gm.score(x, 0.3, sch, y=0), gm.score(x, 0.3, sch, y=1)
+    assert not torch.allclose(s0, s1) and not torch.allclose(s_all, s0)
+    # class 0 has a single Gaussian component: its score is linear, -C^{-1} (x - alpha mu)
+    a, s = (c.item() for c in sch.alpha_sigma(0.3))
+    C = a**2 * gm.covs[0] + s**2 * torch.eye(2, dtype=torch.float64)
+    ref = -torch.linalg.solve(C, (x - a * gm.means[0]).T).T
+    torch.testing.assert_close(s0, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_score_and_posterior_mean_dtype():
+    gm = make_mixture()
+    sch = schedules.LinearSchedule()
+    x = torch.randn(5, 2, generator=_gen(0))
+    for out in (gm.score(x, 0.5, sch), gm.posterior_mean(x, 0.5, sch)):
+        assert out.shape == (5, 2) and out.dtype == torch.float32
+    t = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])  # one time per sample
+    torch.testing.assert_close(gm.score(x, t, sch)[2], gm.score(x[2:3], 0.3, sch)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_posterior_mean_limits():
+    gm = make_mixture()
+    sch = schedules.CosineSchedule()
+    x = torch.randn(6, 2, generator=_gen(1), dtype=torch.float64)
+    # t -> 0: x_t is x_0, so E[x_0 | x_t] = x_t
+    torch.testing.assert_close(gm.posterior_mean(x, 1e-6, sch), x, rtol=0, atol=1e-3)
+    # t = 1: x_t says (almost) nothing, so E[x_0 | x_t] is the mixture's mean
+    m = gm.weights @ gm.means
+    torch.testing.assert_close(gm.posterior_mean(x, 1.0, sch), m.expand(6, 2), rtol=0, atol=1e-3)
+
+
+def test_denoiser_protocol():
+    gm = make_mixture()
+    sch = schedules.CosineSchedule()
+    x = torch.randn(7, 2, generator=_gen(0))
+    for kind in ("eps", "x0", "v", "score", "velocity"):
+        model = gm.denoiser(sch, kind)
+        assert callable(model) and model.prediction == kind and model.schedule is sch
+        assert kind in repr(model)
+        out = model(x, 0.4)
+        assert out.shape == x.shape and out.dtype == torch.float32 and torch.isfinite(out).all()
+        out_y = model(x, torch.full((7,), 0.4), y=torch.ones(7, dtype=torch.long))
+        assert not torch.allclose(out, out_y)  # y selects class 1's components
+        torch.testing.assert_close(out_y, model(x, 0.4, 1))  # positional y, scalar label
+    torch.testing.assert_close(gm.denoiser(sch, "x0")(x, 0.4), gm.posterior_mean(x, 0.4, sch))
+    assert gm.denoiser(sch).prediction == "eps"  # default
+
+
+def test_denoiser_schedule_type_checked():
+    with pytest.raises(TypeError, match="schedule must be"):
+        make_mixture().denoiser("cosine")
+
+
+def test_eight_gaussians():
+    gm = toy.GaussianMixture.eight_gaussians()
+    assert gm.n_components == 8 and gm.n_classes == 8
+    torch.testing.assert_close(gm.means.norm(dim=1), torch.full((8,), 2 / 1.42, dtype=torch.float64))
+    torch.testing.assert_close(gm.covs[3], (0.1 / 1.42) ** 2 * torch.eye(2, dtype=torch.float64))
