@@ -24,11 +24,11 @@ def _schedule(schedule) -> Schedule:
     return schedule
 
 
-def _noise_like(x: torch.Tensor, eps, generator, name="eps") -> torch.Tensor:
+def _noise_like(x: torch.Tensor, eps, generator, x_name="x0") -> torch.Tensor:
     if eps is None:
         return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    _check.tensor(eps, name, min_dim=0)
-    _check.same_shape(eps, x, name, "x0")
+    _check.tensor(eps, "eps", min_dim=0)
+    _check.same_shape(eps, x, "eps", x_name)
     return eps
 
 
@@ -92,7 +92,7 @@ def q_step(x_s: torch.Tensor, s, t, schedule: Schedule, eps: torch.Tensor | None
     s = _check.batch_time(_check.as_time(s, "s"), x_s, "s")
     t = _check.batch_time(_check.as_time(t, "t"), x_s, "t")
     a_ts, var_ts = transition(s, t, schedule)
-    eps = _noise_like(x_s, eps, generator)
+    eps = _noise_like(x_s, eps, generator, "x_s")
     return expand_to(a_ts, x_s).to(x_s.device) * x_s + expand_to(var_ts.sqrt(), x_s).to(x_s.device) * eps
 
 

@@ -61,11 +61,13 @@ def weight(t: torch.Tensor, schedule: Schedule, weighting: str, *, prediction: s
 
 
 def diffusion_loss(schedule: Schedule, *, weighting: str = "none", t_min: float = 1e-3, t_max: float = 1.0,
-                   gamma: float = 5.0):
+                   gamma: float = 5.0, coupling=None):
     """Build the denoising loss ``loss(model, x0, y=None, generator=None)`` (Section 2.4).
 
     The target follows ``model.prediction``. Time is drawn uniformly from [t_min, t_max];
     t_min > 0 keeps eps-targets away from sigma_0 = 0 where x_t carries no noise to predict.
+    ``coupling(x0, eps) -> eps`` may re-pair data and noise within the batch (e.g.
+    :func:`dmlib.flow.ot_pairing`); by default they are independent.
     """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a dmlib.schedules.Schedule, got {type(schedule).__name__}")
@@ -81,6 +83,8 @@ def diffusion_loss(schedule: Schedule, *, weighting: str = "none", t_min: float 
         # 1. draw times and noise
         t = t_min + (t_max - t_min) * torch.rand(b, generator=generator, device="cpu").to(x0.device)
         eps = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
+        if coupling is not None:
+            eps = coupling(x0, eps)
         # 2. noise the data (Section 1.2)
         a, s = schedule.alpha_sigma(t)
         x_t = expand_to(a, x0) * x0 + expand_to(s, x0) * eps  # (B, ...)
@@ -94,16 +98,24 @@ def diffusion_loss(schedule: Schedule, *, weighting: str = "none", t_min: float 
     return loss
 
 
-def flow_matching_loss(schedule: Schedule | None = None, *, t_min: float = 0.0, t_max: float = 1.0):
+COUPLINGS = ("independent", "ot")
+
+
+def flow_matching_loss(schedule: Schedule | None = None, *, coupling: str = "independent", t_min: float = 0.0,
+                       t_max: float = 1.0):
     """Conditional flow matching (Lipman et al., 2023; Liu et al., 2023), Section 5.2.
 
     On the linear path x_t = (1 - t) x_0 + t eps (the default) the target velocity is
     u = eps - x_0; the model must declare ``prediction = "velocity"``. It is
-    :func:`diffusion_loss` with that target and no weighting.
+    :func:`diffusion_loss` with that target and no weighting. ``coupling="ot"`` pairs data
+    and noise by minibatch optimal transport (Section 5.5), which straightens the paths.
     """
+    from .flow import ot_pairing
     from .schedules import FlowSchedule
 
-    return diffusion_loss(schedule if schedule is not None else FlowSchedule(), t_min=t_min, t_max=t_max)
+    _check.choice(coupling, "coupling", COUPLINGS)
+    return diffusion_loss(schedule if schedule is not None else FlowSchedule(), t_min=t_min, t_max=t_max,
+                          coupling=ot_pairing if coupling == "ot" else None)
 
 
 def classifier_loss(schedule: Schedule, *, t_min: float = 0.0, t_max: float = 1.0):

@@ -83,7 +83,7 @@ def get_device(prefer: str | None = None) -> torch.device:
     try:
         dev = torch.device(want)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {want!r}") from err
+        raise ValueError(f"prefer (or DMLIB_DEVICE) must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {want!r}") from err
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError(
@@ -99,7 +99,7 @@ def get_device(prefer: str | None = None) -> torch.device:
         if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
             raise RuntimeError(f"device {want!r} was requested but Apple's MPS backend is not available")
     elif dev.type != "cpu":
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {want!r}")
+        raise ValueError(f"prefer (or DMLIB_DEVICE) must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {want!r}")
     return dev
 
 

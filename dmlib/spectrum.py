@@ -19,8 +19,11 @@ def radial_power_spectrum(images: torch.Tensor, n_bins: int | None = None) -> tu
         P(f) = mean over |k| in bin f of |FFT2(x)(k)|^2 / (H W)
 
     With this normalisation white noise of variance sigma^2 has P(f) = sigma^2 at every f.
-    ``images`` has shape (B, C, H, W) or (B, H, W). Returns ``(freqs, power)``, each of shape
-    (n_bins,), frequencies in cycles per pixel from 0 to 0.5 (default: H // 2 bins). Section 1.8.
+    ``images`` has shape (B, C, H, W) or (B, H, W). By default each bin is one integer
+    radius: frequencies |k| rounded to the nearest multiple 1/N (N = min(H, W)) give the
+    bins f = 1/N, 2/N, ..., 1/2, and the zero frequency (the image mean) is left out. With
+    ``n_bins`` the range (0, 1/2] is cut into that many equal bins instead. Returns
+    ``(freqs, power)``, each of shape (n_bins,), in cycles per pixel. Section 1.8.
     """
     _check.tensor(images, "images", min_dim=3)
     if images.dim() == 4:
@@ -28,16 +31,23 @@ def radial_power_spectrum(images: torch.Tensor, n_bins: int | None = None) -> tu
     if images.dim() != 3:
         raise ValueError(f"images must have shape (B, C, H, W) or (B, H, W), got {tuple(images.shape)}")
     H, W = images.shape[-2:]
-    n_bins = _check.positive_int(n_bins if n_bins is not None else min(H, W) // 2, "n_bins")
+    N = min(H, W)
     x = images.to(torch.float64)
-    power = (torch.fft.fft2(x).abs() ** 2).mean(0) / (H * W)  # (H, W)
+    power = ((torch.fft.fft2(x).abs() ** 2).mean(0) / (H * W)).flatten()  # (H*W,)
     fy = torch.fft.fftfreq(H, dtype=torch.float64)[:, None]
     fx = torch.fft.fftfreq(W, dtype=torch.float64)[None, :]
-    radius = torch.sqrt(fx**2 + fy**2)  # (H, W), cycles per pixel
-    edges = torch.linspace(0, 0.5, n_bins + 1, dtype=torch.float64)
-    idx = torch.bucketize(radius.flatten(), edges[1:-1])  # bin of each frequency
-    keep = radius.flatten() <= 0.5
-    sums = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, idx[keep], power.flatten()[keep])
-    counts = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, idx[keep], torch.ones_like(power.flatten()[keep]))
-    centers = 0.5 * (edges[1:] + edges[:-1])
+    radius = torch.sqrt(fx**2 + fy**2).flatten()  # cycles per pixel
+    if n_bins is None:
+        idx = torch.round(radius * N).long() - 1  # bin k - 1 holds radius k / N
+        n_bins = N // 2
+        centers = torch.arange(1, n_bins + 1, dtype=torch.float64) / N
+    else:
+        n_bins = _check.positive_int(n_bins, "n_bins")
+        edges = torch.linspace(0, 0.5, n_bins + 1, dtype=torch.float64)
+        idx = torch.bucketize(radius, edges[1:-1], right=True)
+        idx[radius == 0] = -1  # the mean is not a frequency
+        centers = 0.5 * (edges[1:] + edges[:-1])
+    keep = (idx >= 0) & (idx < n_bins)
+    sums = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, idx[keep], power[keep])
+    counts = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, idx[keep], torch.ones_like(power[keep]))
     return centers.float(), (sums / counts.clamp_min(1)).float()

@@ -183,7 +183,11 @@ class GaussianMixture:
         return -0.5 * (maha + logdet + self.dim * math.log(2 * math.pi)), sol  # (B, K), (B, K, D)
 
     def log_prob(self, x: torch.Tensor, t=None, schedule: Schedule | None = None, *, y=None) -> torch.Tensor:
-        """log p_t(x): the clean density (t=None) or the noised one under ``schedule`` (Section 1.2)."""
+        """log p_t(x): the clean density (t=None) or the noised one under ``schedule`` (Section 1.2).
+
+        With a class ``y`` it is the joint log p_t(x, y), which integrates to p(y) rather than 1,
+        so log p_t(y | x) = log_prob(x, t, schedule, y=y) - log_prob(x, t, schedule) (Chapter 6).
+        """
         x = self._x(x)
         x64 = x.to(torch.float64).cpu()  # differentiable: autograd of log_prob gives the score
         if t is None:

@@ -14,10 +14,6 @@ import torch
 
 from dmlib import data
 
-# Symptom of the read-only read_idx bug (see test_read_idx_returns_writable_array): torch warns
-# once per process when the first IDX file is converted. Remove with the fix.
-pytestmark = pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")
-
 
 def write_idx(path, array, *, gz=None):
     """Write ``array`` as an IDX file (gzipped when the name ends in .gz); return the path."""

@@ -394,7 +394,7 @@ def check_white_noise_spectrum(std=0.7, groups=16, per_group=32, size=32, seed=0
     se = powers.std(0) / math.sqrt(groups)
     assert (se < 0.1 * est).all(), "too little data for a meaningful check"  # 10% relative error at most
     _assert_within(est, torch.full_like(est, std**2), se, "white-noise power spectrum")
-    assert freqs.shape == est.shape and (freqs > 0).all() and (freqs < 0.5).all()
+    assert freqs.shape == est.shape and (freqs > 0).all() and (freqs <= 0.5).all()
 
 
 def check_sinusoid_spectrum(size=32, k=3, n_bins=8, axis=-1):
@@ -423,11 +423,12 @@ def test_sinusoid_power_in_its_bin(size, k, n_bins, axis):
 
 
 def test_sinusoid_peak_with_default_bins():
-    # With the default H // 2 bins every axis-aligned frequency k / H lies on a bin edge, so
-    # only "within half a bin" is asserted (see the report on bin placement).
+    # Default bins are integer radii k / N, so a sinusoid of k = 5 cycles across 28 pixels
+    # lands exactly in the bin centred on 5 / 28 and nowhere else.
     size, k = 28, 5
     n = torch.arange(size, dtype=torch.float64)
     img = torch.cos(2 * math.pi * k / size * n)[None, :].expand(size, size)[None]
     freqs, p = spectrum.radial_power_spectrum(img)
-    width = 0.5 / len(freqs)
-    assert abs(freqs[p.argmax()].item() - k / size) <= width / 2 + 1e-6
+    peak = int(p.argmax())
+    assert abs(freqs[peak].item() - k / size) < 1e-6
+    assert torch.cat([p[:peak], p[peak + 1:]]).abs().max() < 1e-6 * p[peak]

@@ -153,7 +153,7 @@ def test_get_device_mps_missing(no_accelerator):
 
 @pytest.mark.parametrize("want", ["gpu", "cuda:x", "banana", "meta", "xla"])
 def test_get_device_invalid_string(no_accelerator, want):
-    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda', 'cuda:N' or 'mps'") as info:
+    with pytest.raises(ValueError, match="must be 'cpu', 'cuda', 'cuda:N' or 'mps'") as info:
         run.get_device(want)
     assert repr(want) in str(info.value)
 
@@ -165,7 +165,7 @@ def test_get_device_env_var(no_accelerator):
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         run.get_device()
     no_accelerator.setenv("DMLIB_DEVICE", "tpu9")
-    with pytest.raises(ValueError, match="device must be"):
+    with pytest.raises(ValueError, match=r"DMLIB_DEVICE\) must be"):
         run.get_device()
 
 

@@ -94,7 +94,7 @@ def test_alpha_bar_floor_is_smooth(name):
 
 # -- discrete tables ----------------------------------------------------------------------------
 @pytest.mark.parametrize("name", VP_NAMES)
-@pytest.mark.parametrize("T", [10, 1000])
+@pytest.mark.parametrize("T", [10, 1000, 20000])  # 20000: the floor keeps the last betas > 0
 def test_betas_table(name, T):
     sch = vp(name)
     b = sch.betas(T, dtype=torch.float64)
@@ -272,6 +272,34 @@ def test_derivatives_do_not_leak_grad():
     t = torch.tensor([0.3], requires_grad=True)
     da, ds = S.CosineSchedule().derivatives(t)
     assert not da.requires_grad and not ds.requires_grad
+
+
+# -- t_from_log_snr ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_t_from_log_snr_inverts_log_snr(name):
+    sch = S.get_schedule(name)
+    t = torch.linspace(0.01, 0.99, 50, dtype=torch.float64)
+    t_back = sch.t_from_log_snr(sch.log_snr(t))
+    assert t_back.dtype == torch.float64 and t_back.shape == t.shape
+    # 60 bisection halvings leave 1e-18; float64 log-SNR (|d lambda / dt| >= 0.1 here) limits to ~1e-14
+    torch.testing.assert_close(t_back, t, rtol=0, atol=1e-12)
+    lam = torch.linspace(sch.log_snr(0.99).item(), sch.log_snr(0.01).item(), 7, dtype=torch.float64)
+    torch.testing.assert_close(sch.log_snr(sch.t_from_log_snr(lam)), lam, rtol=0, atol=1e-10)
+
+
+def test_t_from_log_snr_evenly_spaced_and_out_of_range():
+    sch = S.CosineSchedule()
+    t = sch.t_from_log_snr(torch.linspace(10.0, -10.0, 9))
+    assert (t[1:] > t[:-1]).all()  # log-SNR falls with t
+    # beyond the schedule's range the bisection ends at the interval's ends
+    ends = sch.t_from_log_snr([100.0, -100.0])
+    assert ends[0].item() < 1e-6 and ends[1].item() > 1 - 1e-12
+    assert sch.t_from_log_snr(0.0).shape == (1,)  # a scalar becomes shape (1,)
+
+
+def test_t_from_log_snr_rejects_nan():
+    with pytest.raises(ValueError, match="lam must not contain NaN"):
+        S.LinearSchedule().t_from_log_snr(torch.tensor([0.0, float("nan")]))
 
 
 # -- get_schedule, extract, expand_to -------------------------------------------------------------------

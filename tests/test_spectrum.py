@@ -19,9 +19,8 @@ def test_shapes_and_frequency_axis(shape, n_bins):
     freqs, power = spectrum.radial_power_spectrum(torch.randn(shape, generator=_gen(0)))
     assert freqs.shape == power.shape == (n_bins,)  # default: min(H, W) // 2 bins
     assert freqs.dtype == power.dtype == torch.float32
-    assert (freqs[1:] > freqs[:-1]).all() and freqs[0] > 0 and freqs[-1] < 0.5
-    width = 0.5 / n_bins  # bin centres, evenly spaced over [0, 0.5] cycles per pixel
-    torch.testing.assert_close(freqs, (torch.arange(n_bins) + 0.5) * width)
+    # default bins are the integer radii k / N, k = 1 .. N / 2 (N = min(H, W)), in cycles per pixel
+    torch.testing.assert_close(freqs, torch.arange(1, n_bins + 1) / (2 * n_bins))
     assert (power >= 0).all()
 
 
@@ -60,9 +59,12 @@ def test_shift_invariant():
     torch.testing.assert_close(ps, p, rtol=1e-5, atol=1e-6)
 
 
-def test_constant_image_is_all_in_the_lowest_bin():
+def test_constant_image_has_no_power_at_any_frequency():
+    # the mean is the zero frequency, which is not a bin; a constant image has nothing else
     _, p = spectrum.radial_power_spectrum(torch.full((1, 16, 16), 0.5))
-    assert p[0] > 0 and (p[1:] == 0).all()
+    assert (p.abs() < 1e-12).all()
+    _, p = spectrum.radial_power_spectrum(torch.full((1, 16, 16), 0.5), n_bins=4)
+    assert (p.abs() < 1e-12).all()
 
 
 def test_smooth_images_concentrate_power_at_low_frequencies():
