@@ -1,0 +1,79 @@
+"""2D flow matching with a 3x256 MLP: quality after a fixed CPU budget of training.
+
+For each of 8 Gaussians, moons and checkerboard: train `nn.MLP(hidden=256, depth=3,
+prediction="velocity")` with `losses.flow_matching_loss` for --steps steps, measuring the
+training's CPU time (process time), then sample with Euler at 100 and 10 steps and record
+the W2 ratio R to the data-vs-data floor (N = 2000, averaged over 3 reference draws).
+Targets: training <= 300 CPU seconds, R(Euler-100) <= 1.5, R(Euler-10) <= 1.25 R(Euler-100).
+Usage: python benchmarks/flow2d.py [--quick] [--coupling independent|ot]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from dmlib import losses, metrics, plot, run, samplers, schedules, toy  # noqa: E402
+from dmlib.nn import MLP  # noqa: E402
+from dmlib.train import TrainConfig, train  # noqa: E402
+
+try:
+    from _common import write
+except ImportError:
+    from benchmarks._common import write
+
+DATASETS = ("8gaussians", "moons", "checkerboard")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, for the test that the script runs")
+    ap.add_argument("--steps", type=int, default=8000, help="training steps at most")
+    ap.add_argument("--coupling", choices=("independent", "ot"), default="ot")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    steps, n = (30, 200) if args.quick else (args.steps, 2000)
+    schedule = schedules.FlowSchedule()
+    rows, samples = [], {}
+    for name in DATASETS:
+        run.set_seed(0)
+        data = lambda m, g, name=name: toy.sample_2d(name, m, generator=g)  # noqa: E731
+        model = MLP(hidden=256, depth=3, prediction="velocity")
+        loss = losses.flow_matching_loss(coupling=args.coupling)
+        cfg = TrainConfig(steps=steps, batch_size=1024, lr=2e-3, warmup=100, ema_decay=0.999, progress=False,
+                          device="cpu")
+        cpu0 = time.process_time()
+        result = train(model, loss, data, cfg)
+        cpu = time.process_time() - cpu0
+        row = {"dataset": name, "train_steps": steps, "train_cpu_seconds": cpu, "coupling": args.coupling}
+        for k in (100, 10):
+            x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(5))
+            x = samplers.sample(result.best, x_T, schedule, method="euler", n_steps=k)
+            r = metrics.floor_ratio("w2", x, data, n_repeats=3)
+            row[f"w2_ratio_euler{k}"] = r["ratio"]
+            samples[(name, k)] = x
+        row["euler10_over_euler100"] = row["w2_ratio_euler10"] / row["w2_ratio_euler100"]
+        row["meets_targets"] = bool(row["w2_ratio_euler100"] <= 1.5 and row["euler10_over_euler100"] <= 1.25
+                                    and cpu <= 300)
+        rows.append(row)
+        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    out = write("flow2d" + ("_quick" if args.quick else ""), {"n_samples": n, "rows": rows}, args.out)
+    fig, axes = plt.subplots(2, 3, figsize=(10, 6.5))
+    for j, name in enumerate(DATASETS):
+        for i, k in enumerate((100, 10)):
+            row = rows[j]
+            plot.scatter2d(samples[(name, k)], axes[i, j], s=1.5,
+                           title=f"{name}, Euler-{k}: R = {row[f'w2_ratio_euler{k}']:.2f}")
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+    return out
+
+
+if __name__ == "__main__":
+    main()

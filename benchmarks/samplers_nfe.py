@@ -1,0 +1,76 @@
+"""NFE versus quality of every sampler, driven by the EXACT score of a Gaussian mixture.
+
+With the exact score there is no model error: what remains is each sampler's discretisation
+error. For each sampler and step count this records
+  * the W2 ratio R of its samples to the data-vs-data floor (metrics.floor_ratio), and
+  * the mean distance to a fine-grid reference solution of the probability-flow ODE
+    (deterministic samplers only),
+as a JSON table and a log-log plot. Usage: python benchmarks/samplers_nfe.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from dmlib import metrics, samplers, schedules, toy  # noqa: E402
+
+try:
+    from _common import RESULTS, write
+except ImportError:  # run as a module
+    from benchmarks._common import RESULTS, write
+
+NFE_PER_STEP = {"ddpm": 1, "ddim": 1, "euler": 1, "heun": 2, "euler_maruyama": 1, "dpmpp_2m": 1}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, for the test that the script runs")
+    ap.add_argument("--out", default=None, help="folder for the JSON and the plot (default benchmarks/results)")
+    args = ap.parse_args(argv)
+    n = 200 if args.quick else 2000
+    steps = [5, 10] if args.quick else [5, 10, 20, 50, 100, 200, 500]
+    schedule = schedules.CosineSchedule()
+    mixture = toy.GaussianMixture.eight_gaussians()
+    model = mixture.denoiser(schedule)
+    x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = samplers.sample(model, x_T, schedule, method="dpmpp_2m", n_steps=50 if args.quick else 2000)
+    rows = []
+    t0 = time.time()
+    for method in samplers.METHODS:
+        for k in steps:
+            g = torch.Generator().manual_seed(1)
+            x = samplers.sample(model, x_T, schedule, method=method, n_steps=k, generator=g)
+            r = metrics.floor_ratio("w2", x.float(), lambda m, gen: mixture.sample(m, generator=gen), n_repeats=2)
+            deterministic = method in ("ddim", "euler", "heun", "dpmpp_2m")
+            rows.append({"method": method, "steps": k, "nfe": k * NFE_PER_STEP[method] - (1 if method == "heun" else 0),
+                         "w2": r["value"], "w2_floor": r["floor"], "w2_ratio": r["ratio"],
+                         "ode_error": float((x - ref).norm(dim=1).mean()) if deterministic else None})
+            print(f"{method:15s} steps={k:4d} W2 ratio={r['ratio']:.3f}"
+                  + (f" ODE error={rows[-1]['ode_error']:.2e}" if deterministic else ""), flush=True)
+    out = write("samplers_nfe", {"schedule": "cosine", "data": "8 Gaussians (exact score)", "n_samples": n,
+                                 "seconds": time.time() - t0, "rows": rows}, args.out)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for method in samplers.METHODS:
+        rs = [r for r in rows if r["method"] == method]
+        axes[0].plot([r["nfe"] for r in rs], [r["w2_ratio"] for r in rs], "o-", label=method)
+        if rs[0]["ode_error"] is not None:
+            axes[1].loglog([r["nfe"] for r in rs], [r["ode_error"] for r in rs], "o-", label=method)
+    axes[0].set(xscale="log", xlabel="function evaluations", ylabel="W2 / floor", title="quality vs NFE (exact score)")
+    axes[0].axhline(1.0, color="grey", lw=0.8)
+    axes[1].set(xlabel="function evaluations", ylabel="mean distance to reference", title="ODE discretisation error")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+    return out
+
+
+if __name__ == "__main__":
+    main()
