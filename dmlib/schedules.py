@@ -27,11 +27,13 @@ import torch
 
 from . import _check
 
-# Smallest alpha_bar a VP schedule returns. Schedules whose alpha_bar reaches exactly 0 at
-# t = 1 (cosine, sigmoid) would otherwise give sigma_t / alpha_t = inf; every VP schedule
-# uses ALPHA_BAR_MIN + (1 - ALPHA_BAR_MIN) alpha_bar(t), so log-SNR stays above about -18.4,
-# alpha_bar(0) stays 1, and nothing else moves by more than 1e-8.
-ALPHA_BAR_MIN = 1e-8
+# Smallest alpha_bar of the cosine and sigmoid schedules, whose alpha_bar reaches exactly 0 at
+# t = 1. They use ALPHA_BAR_MIN + (1 - ALPHA_BAR_MIN) alpha_bar(t): smooth in t, alpha_bar(0)
+# still 1, and log-SNR at t = 1 about -9.2, near where DDPM's linear schedule ends (-10.1).
+# Without a floor alpha_1 = 0, and the first step of a sampler from t = 1 would divide a
+# model's eps error by alpha_1 (x0 = (x - sigma eps) / alpha); even a floor of 1e-8 amplifies
+# it ten-thousandfold.
+ALPHA_BAR_MIN = 1e-4
 
 
 class Schedule:
@@ -127,13 +129,15 @@ class VPSchedule(Schedule):
     """
 
     variance_preserving = True
+    alpha_bar_min = ALPHA_BAR_MIN  # floor of alpha_bar at t = 1 (0 where the schedule needs none)
 
     def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def _alpha_bar_floored(self, t):
         # an affine floor rather than a clamp: smooth in t, so ODE solvers keep their order
-        return ALPHA_BAR_MIN + (1.0 - ALPHA_BAR_MIN) * self._alpha_bar(t).clamp(0.0, 1.0)
+        floor = self.alpha_bar_min
+        return floor + (1.0 - floor) * self._alpha_bar(t).clamp(0.0, 1.0)
 
     def _alpha_sigma(self, t):
         ab = self._alpha_bar_floored(t)
@@ -177,6 +181,7 @@ class LinearSchedule(VPSchedule):
     """
 
     name = "linear"
+    alpha_bar_min = 0.0  # alpha_bar(1) = exp(-10.05) > 0 already: no floor
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
         self.beta_min = _check.finite_positive(beta_min, "beta_min")
@@ -194,7 +199,7 @@ class CosineSchedule(VPSchedule):
         alpha_bar(t) = f(t) / f(0),    f(t) = cos^2( (t + s) / (1 + s) * pi / 2 ),
 
     with a small offset s so that beta near t = 0 is not too small. alpha_bar reaches 0 at
-    t = 1; it is floored at ``ALPHA_BAR_MIN`` there (the paper clips beta at 0.999 instead).
+    t = 1; it is floored at ``ALPHA_BAR_MIN`` = 1e-4 there (the paper clips beta at 0.999 instead).
     """
 
     name = "cosine"

@@ -23,9 +23,9 @@ def vp(name):
     return S.get_schedule(name)
 
 
-def floored(ab):
-    """The documented floor of every VP schedule: alpha_bar = F + (1 - F) alpha_bar_raw, F = ALPHA_BAR_MIN."""
-    return S.ALPHA_BAR_MIN + (1 - S.ALPHA_BAR_MIN) * ab
+def floored(ab, floor=S.ALPHA_BAR_MIN):
+    """The documented floor of the cosine and sigmoid schedules: alpha_bar = F + (1 - F) alpha_bar_raw."""
+    return floor + (1 - floor) * ab
 
 
 # -- VP schedules -----------------------------------------------------------------------------
@@ -77,7 +77,8 @@ def test_alpha_bar_floored_at_one(name):
     assert sch.alpha_bar(1.0).item() == pytest.approx(S.ALPHA_BAR_MIN, rel=1e-6)
     a, s = sch.alpha_sigma(1.0)
     assert torch.isfinite(s / a).all() and torch.isfinite(sch.log_snr(1.0)).all()
-    assert sch.log_snr(1.0).item() == pytest.approx(math.log(S.ALPHA_BAR_MIN), rel=1e-6)  # about -18.4
+    floor = S.ALPHA_BAR_MIN
+    assert sch.log_snr(1.0).item() == pytest.approx(math.log(floor / (1 - floor)), rel=1e-6)  # about -9.2
 
 
 @pytest.mark.parametrize("name", ("cosine", "sigmoid"))
@@ -134,7 +135,7 @@ def test_linear_betas_are_exact_integrals_of_beta_t():
     k = torch.arange(1, T + 1, dtype=torch.float64)
     beta_t = lambda u: bmin + u * (bmax - bmin)  # noqa: E731
     step_integrals = (beta_t((k - 1) / T) + beta_t(k / T)) / (2 * T)
-    ab = floored(torch.exp(-torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(step_integrals, 0)])))
+    ab = torch.exp(-torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(step_integrals, 0)]))  # linear: no floor
     ref = 1 - ab[1:] / ab[:-1]
     torch.testing.assert_close(S.LinearSchedule(bmin, bmax).betas(T, torch.float64)[1:], ref, rtol=1e-9, atol=0)
 
@@ -177,7 +178,7 @@ def test_sigmoid_matches_numpy_formula():
 
 def test_linear_alpha_bar_formula():
     t = torch.linspace(0, 1, 11, dtype=torch.float64)
-    ref = floored(torch.exp(-(0.3 * t + 0.5 * (12.0 - 0.3) * t**2)))
+    ref = torch.exp(-(0.3 * t + 0.5 * (12.0 - 0.3) * t**2))  # linear: no floor
     torch.testing.assert_close(S.LinearSchedule(0.3, 12.0).alpha_bar(t), ref, rtol=1e-14, atol=0)
 
 
@@ -251,9 +252,9 @@ def test_derivatives_closed_forms():
     t = torch.tensor([0.2, 0.7], dtype=torch.float64)
     lin = S.LinearSchedule()
     da, _ = lin.derivatives(t)
-    # alpha = sqrt(F + (1 - F) ab) with ab' = -beta(t) ab: alpha' = -(1 - F) beta(t) ab / (2 alpha)
+    # alpha = sqrt(ab) with ab' = -beta(t) ab: alpha' = -beta(t) ab / (2 alpha)
     ab = torch.exp(-(0.1 * t + 0.5 * 19.9 * t**2))
-    ref = -(1 - S.ALPHA_BAR_MIN) * (0.1 + t * 19.9) * ab / (2 * lin.alpha(t))
+    ref = -(0.1 + t * 19.9) * ab / (2 * lin.alpha(t))  # the linear schedule has no floor (F = 0)
     torch.testing.assert_close(da, ref, rtol=1e-12, atol=0)
     da, ds = S.FlowSchedule().derivatives(t)
     assert da.tolist() == [-1.0, -1.0] and ds.tolist() == [1.0, 1.0]
