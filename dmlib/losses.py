@@ -9,7 +9,8 @@ and the noise itself, so the one training loop (:mod:`dmlib.train`) serves every
 
 where ``target`` is what the model predicts (``model.prediction``): eps, x0, v, score or
 velocity. Each choice is a reweighting of the same objective over noise levels: in terms of
-the eps error, the x0 loss weighs time t by SNR(t) and the v loss by SNR(t) + 1 (Section 2.7).
+the eps error, the x0 loss weighs time t by 1 / SNR(t) and the v loss (VP) by 1 + 1 / SNR(t)
+(Section 2.7).
 Flow matching (Chapter 5) is the case ``prediction="velocity"`` on the linear path.
 """
 
@@ -21,7 +22,7 @@ from . import _check
 from .diffusion import PREDICTIONS, target
 from .schedules import Schedule, expand_to
 
-WEIGHTINGS = ("none", "snr", "min_snr", "elbo_eps")
+WEIGHTINGS = ("none", "x0", "min_snr", "elbo_eps")
 
 
 def weight(t: torch.Tensor, schedule: Schedule, weighting: str, *, prediction: str = "eps",
@@ -29,7 +30,8 @@ def weight(t: torch.Tensor, schedule: Schedule, weighting: str, *, prediction: s
     """Per-sample loss weight w(t), shape (B,) (Section 2.7).
 
     * ``"none"``: w = 1 on the model's own target;
-    * ``"snr"``: turns an eps-loss into an x0-loss, w = SNR(t) (only for prediction="eps");
+    * ``"x0"``: turns an eps-loss into an x0-loss, w = 1 / SNR(t), since
+      |x_0 - x0_hat|^2 = |eps - eps_hat|^2 / SNR(t) (only for prediction="eps");
     * ``"min_snr"``: Min-SNR-gamma (Hang et al., 2023), the x0-loss weight min(SNR, gamma)
       expressed for the model's target;
     * ``"elbo_eps"``: eps-loss weight proportional to -d lambda/dt, which makes the loss
@@ -39,10 +41,10 @@ def weight(t: torch.Tensor, schedule: Schedule, weighting: str, *, prediction: s
     if weighting == "none":
         return torch.ones_like(t)
     snr = schedule.snr(t)
-    if weighting == "snr":
+    if weighting == "x0":
         if prediction != "eps":
-            raise ValueError(f"weighting='snr' converts an eps-loss to an x0-loss; prediction must be 'eps', got {prediction!r}")
-        return snr
+            raise ValueError(f"weighting='x0' converts an eps-loss to an x0-loss; prediction must be 'eps', got {prediction!r}")
+        return 1.0 / snr
     if weighting == "min_snr":
         x0_weight = snr.clamp(max=gamma)  # weight of the x0-error
         # the same weight expressed for the model's target (|x0 err|^2 = |eps err|^2 / SNR = |v err|^2 / (1 + SNR))

@@ -50,7 +50,12 @@ def test_weightings_are_consistent_reweightings():
     sched = schedules.CosineSchedule()
     t = torch.linspace(0.05, 0.95, 19)
     snr = sched.snr(t)
-    torch.testing.assert_close(losses.weight(t, sched, "snr"), snr)
+    torch.testing.assert_close(losses.weight(t, sched, "x0"), 1 / snr)
+    # and it is what turns an eps error into an x0 error: |x0 - x0_hat|^2 = w |eps - eps_hat|^2
+    x0, eps, d = torch.randn(19, 2, dtype=torch.float64), torch.randn(19, 2, dtype=torch.float64), torch.randn(19, 2, dtype=torch.float64)
+    x_t = diffusion.q_sample(x0, t.double(), sched, eps)
+    x0_err = ((x0 - diffusion.convert(eps + d, x_t, t.double(), sched, src="eps", dst="x0")) ** 2).sum(1)
+    torch.testing.assert_close(x0_err, losses.weight(t.double(), sched, "x0") * (d**2).sum(1))
     # min-SNR weights of eps, x0 and v targets are the same objective in different units
     w_eps = losses.weight(t, sched, "min_snr", prediction="eps")
     w_x0 = losses.weight(t, sched, "min_snr", prediction="x0")

@@ -51,7 +51,7 @@ class TimeEmbedding(nn.Module):
             self.label = nn.Embedding(n_classes + 1, dim)  # last row: the null class
 
     def forward(self, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.mlp(sinusoidal_embedding(t, self.dim))  # (B, dim)
+        emb = self.mlp(sinusoidal_embedding(t, self.dim).to(self.mlp[0].weight.dtype))  # (B, dim)
         if self.n_classes is None:
             if y is not None:
                 raise ValueError("y was given but this network was built without n_classes")
