@@ -83,6 +83,8 @@ def train(model: torch.nn.Module, loss, data, config: TrainConfig | None = None,
         _check.tensor(data, "data", min_dim=2)
         if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (data.shape[0],)):
             raise ValueError(f"labels must be a tensor of shape ({data.shape[0]},)")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("model has no trainable parameters (an EMA copy? call model.requires_grad_(True) first)")
     null_label = getattr(model, "n_classes", None)
     if config.label_dropout > 0 and null_label is None:
         raise ValueError("config.label_dropout > 0 needs a class-conditional model (model.n_classes)")
