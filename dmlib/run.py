@@ -103,6 +103,18 @@ def get_device(prefer: str | None = None) -> torch.device:
     return dev
 
 
+def progress(iterable, *, desc: str | None = None, disable: bool = False, **kwargs):
+    """A ``tqdm.auto`` progress bar over ``iterable`` (Chapter 2's training loop uses it).
+
+    In a notebook it is a widget, in a terminal a text bar. In the static book build
+    (``DMLIB_STATIC`` set) it is silent: a page shows results, not a frozen progress bar,
+    and widget output would make the page load JavaScript from the network.
+    """
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, disable=disable or bool(os.environ.get("DMLIB_STATIC")), leave=False, **kwargs)
+
+
 def describe(device: torch.device | None = None) -> str:
     """One line for a notebook's first cell: run mode, device and torch version (Chapter 1)."""
     device = device if device is not None else get_device()

@@ -11,10 +11,9 @@ Derivations: Chapter 2 (DDPM), Chapter 3 (Langevin), Chapter 4 (SDE, ODE, DDIM, 
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
-
 from . import _check
 from .diffusion import convert, posterior
+from .run import progress as progress_bar
 from .schedules import Schedule, expand_to
 
 METHODS = ("ddpm", "ddim", "euler", "heun", "euler_maruyama", "dpmpp_2m")
@@ -158,7 +157,7 @@ def sample(model, x_T: torch.Tensor, schedule: Schedule, *, method: str = "ddim"
     traj = [x]
     x0_prev = t_prev = None
     steps = range(len(times) - 1)
-    for i in tqdm(steps, desc=method, disable=not progress, leave=False):
+    for i in progress_bar(steps, desc=method, disable=not progress):
         t, s = times[i].item(), times[i + 1].item()
         last = i == len(times) - 2
         if method in ("ddpm", "ddim"):

@@ -15,10 +15,8 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
-
 from . import _check
-from .run import get_device
+from .run import get_device, progress
 
 
 @dataclass
@@ -104,7 +102,7 @@ def train(model: torch.nn.Module, loss, data, config: TrainConfig | None = None,
     g = torch.Generator().manual_seed(config.seed)
     history, running = [], []
     model.train()
-    bar = tqdm(range(config.steps), desc="training", disable=not config.progress, leave=False)
+    bar = progress(range(config.steps), desc="training", disable=not config.progress)
     for step in bar:
         x0, y = _batch(data, labels, config.batch_size, g, device)
         if y is not None and config.label_dropout > 0:
