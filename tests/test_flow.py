@@ -2,7 +2,7 @@
 
 import torch
 
-from dmlib import flow, samplers, schedules, toy
+from dmlib import diffusion, flow, samplers, schedules, toy
 
 
 def test_ot_pairing_is_a_permutation_that_lowers_the_cost():
@@ -41,3 +41,16 @@ def test_reflow_pairs_shapes():
     model = gm.denoiser(schedules.FlowSchedule(), "velocity")
     x0, eps = flow.reflow_pairs(model, 16, schedules.FlowSchedule(), n_steps=10, generator=torch.Generator().manual_seed(0))
     assert x0.shape == eps.shape == (16, 2)
+
+
+def test_exact_mixture_velocity_equals_the_score_based_conversion():
+    # Chapter 5's identity: the marginal velocity E[alpha' x_0 + sigma' eps | x_t], computed from
+    # the exact posterior mean, equals the velocity converted from the exact score, to 1e-5.
+    gm = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], torch.tensor([0.3, 0.5]), weights=[0.4, 0.6])
+    path = schedules.FlowSchedule()
+    g = torch.Generator().manual_seed(3)
+    for t in (0.1, 0.5, 0.9):
+        x_t = torch.randn(200, 2, generator=g, dtype=torch.float64) * 1.5
+        velocity = gm.denoiser(path, "velocity")(x_t, t)
+        from_score = diffusion.convert(gm.score(x_t, t, path), x_t, t, path, src="score", dst="velocity")
+        torch.testing.assert_close(velocity, from_score, rtol=0, atol=1e-5)
