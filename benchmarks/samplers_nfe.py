@@ -29,11 +29,39 @@ except ImportError:  # run as a module
 NFE_PER_STEP = {"ddpm": 1, "ddim": 1, "euler": 1, "heun": 2, "euler_maruyama": 1, "dpmpp_2m": 1}
 
 
+def plot(rows: list, path) -> None:
+    """Quality and ODE error against function evaluations, one colour per sampler."""
+    colours = dict(zip(samplers.METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for method in samplers.METHODS:
+        rs = [r for r in rows if r["method"] == method]
+        axes[0].plot([r["nfe"] for r in rs], [r["w2_ratio"] for r in rs], "o-", color=colours[method], label=method)
+        if rs[0]["ode_error"] is not None:
+            axes[1].loglog([r["nfe"] for r in rs], [r["ode_error"] for r in rs], "o-", color=colours[method],
+                           label=method)
+    axes[0].set(xscale="log", xlabel="function evaluations", ylabel="W2 / floor", title="quality vs NFE (exact score)")
+    axes[0].axhline(1.0, color="grey", lw=0.8)
+    axes[1].set(xlabel="function evaluations", ylabel="mean distance to reference",
+                title="ODE discretisation error (uniform grid in t)")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for the test that the script runs")
     ap.add_argument("--out", default=None, help="folder for the JSON and the plot (default benchmarks/results)")
+    ap.add_argument("--replot", action="store_true", help="redraw the plot from the existing JSON only")
     args = ap.parse_args(argv)
+    if args.replot:
+        import json
+        from pathlib import Path
+
+        out = Path(args.out or RESULTS) / "samplers_nfe.json"
+        plot(json.loads(out.read_text())["rows"], out.with_suffix(".png"))
+        return out
     n = 200 if args.quick else 2000
     steps = [5, 10] if args.quick else [5, 10, 20, 50, 100, 200, 500]
     schedule = schedules.CosineSchedule()
@@ -56,19 +84,7 @@ def main(argv=None):
                   + (f" ODE error={rows[-1]['ode_error']:.2e}" if deterministic else ""), flush=True)
     out = write("samplers_nfe", {"schedule": "cosine", "data": "8 Gaussians (exact score)", "n_samples": n,
                                  "seconds": time.time() - t0, "rows": rows}, args.out)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for method in samplers.METHODS:
-        rs = [r for r in rows if r["method"] == method]
-        axes[0].plot([r["nfe"] for r in rs], [r["w2_ratio"] for r in rs], "o-", label=method)
-        if rs[0]["ode_error"] is not None:
-            axes[1].loglog([r["nfe"] for r in rs], [r["ode_error"] for r in rs], "o-", label=method)
-    axes[0].set(xscale="log", xlabel="function evaluations", ylabel="W2 / floor", title="quality vs NFE (exact score)")
-    axes[0].axhline(1.0, color="grey", lw=0.8)
-    axes[1].set(xlabel="function evaluations", ylabel="mean distance to reference", title="ODE discretisation error")
-    for ax in axes:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=110)
+    plot(rows, out.with_suffix(".png"))
     return out
 
 
