@@ -27,8 +27,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; with 1 the training's CPU time is one core's wall time")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     steps, n, ddpm_steps = (30, 200, 50) if args.quick else (args.steps, 2000, 1000)
     run.set_seed(0)
     schedule = schedules.CosineSchedule()

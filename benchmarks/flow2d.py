@@ -38,8 +38,11 @@ def main(argv=None):
     ap.add_argument("--coupling", choices=("independent", "ot"), default="ot")
     ap.add_argument("--batch", type=int, default=256, help="batch size (minibatch OT costs O(batch^3) per step)")
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; with 1 the training's CPU time is one core's wall time")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     steps, n = (30, 200) if args.quick else (args.steps, 2000)
     schedule = schedules.FlowSchedule()
     rows, samples = [], {}
