@@ -11,7 +11,9 @@ import math
 import pytest
 import torch
 
+import numpy as np
 import test_math_identities as ids
+import test_toy
 from dmlib import _check
 from dmlib import diffusion as D
 from dmlib import schedules as S
@@ -22,6 +24,7 @@ REAL_Q_SAMPLE, REAL_MARGINAL, REAL_CONVERT = D.q_sample, D.marginal, D.convert
 REAL_SCORE, REAL_POSTERIOR_MEAN, REAL_LOG_PROB = (toy.GaussianMixture.score, toy.GaussianMixture.posterior_mean,
                                                   toy.GaussianMixture.log_prob)
 REAL_SPECTRUM = spectrum.radial_power_spectrum
+REAL_SAMPLE_2D = toy.sample_2d
 
 
 # -- planted bugs: each takes pytest's monkeypatch and installs one wrong formula ----------------------
@@ -189,6 +192,20 @@ def spectrum_frequency_in_radians(mp):
     mp.setattr(spectrum, "radial_power_spectrum", radial_power_spectrum)
 
 
+def moons_evenly_spaced(mp):
+    """Moons drawn as scikit-learn's make_moons draws them: half on each moon, angles on a grid."""
+    def sample_2d(name, n, *, seed=None, generator=None):
+        if name != "moons":
+            return REAL_SAMPLE_2D(name, n, seed=seed, generator=generator)
+        rng = np.random.default_rng(seed)
+        theta_out, theta_in = np.linspace(0, np.pi, n // 2), np.linspace(0, np.pi, n - n // 2)
+        x = np.concatenate([np.stack([np.cos(theta_out), np.sin(theta_out)], 1),
+                            np.stack([1 - np.cos(theta_in), 0.5 - np.sin(theta_in)], 1)])
+        x = x + 0.05 * rng.standard_normal((n, 2)) - np.array([0.5, 0.25])
+        return torch.as_tensor(1.5 * x, dtype=torch.float32)
+    mp.setattr(toy, "sample_2d", sample_2d)
+
+
 # -- the cases: (planted bug, the check that must catch it, what the failure message says) --------------
 LIN, COS = S.LinearSchedule(), S.CosineSchedule()
 MIX = ids.make_mixture()
@@ -217,6 +234,7 @@ CASES = [
     (denoiser_forgets_alpha, lambda: ids.check_mixture_denoiser(MIX, COS, 0.5), None),
     (spectrum_normalised_by_h_only, ids.check_white_noise_spectrum, "white-noise"),
     (spectrum_frequency_in_radians, ids.check_sinusoid_spectrum, "peak"),
+    (moons_evenly_spaced, lambda: test_toy.check_iid_counts("moons"), "binomial"),
 ]
 IDS = [f"{i:02d}-{bug.__name__ if bug.__name__ != '<lambda>' else 'variant'}" for i, (bug, _, _) in enumerate(CASES)]
 
@@ -249,3 +267,4 @@ def test_planted_bugs_leave_dmlib_intact():
     # monkeypatch undoes every plant; the real functions are back after the tests above
     assert D.q_sample is REAL_Q_SAMPLE and D.marginal is REAL_MARGINAL and D.convert is REAL_CONVERT
     assert toy.GaussianMixture.score is REAL_SCORE and spectrum.radial_power_spectrum is REAL_SPECTRUM
+    assert toy.sample_2d is REAL_SAMPLE_2D

@@ -45,6 +45,28 @@ def test_sample_2d_global_seed_and_generator(name):
     assert torch.equal(toy.sample_2d(name, 100, generator=g1), toy.sample_2d(name, 100, generator=g2))
 
 
+def check_iid_counts(name, n=12, n_draws=1500):
+    """The draws of sample_2d are i.i.d.: half-plane counts have the binomial variance.
+
+    For i.i.d. points the number that fall in a fixed half-plane H is Binomial(n, p), with
+    variance n p (1 - p). A sampler that spreads its points evenly over the data (one half on
+    each moon, angles on a grid, as scikit-learn's make_moons does) has far smaller variance,
+    and a data-vs-data distance (Section 2.6) that no i.i.d. sampler can match.
+    """
+    x = torch.stack([toy.sample_2d(name, n, seed=s) for s in range(n_draws)]).double()  # (draws, n, 2)
+    for direction in ([1.0, 0.0], [0.0, 1.0], [1.0, 1.0]):
+        inside = (x @ torch.tensor(direction, dtype=torch.float64) > 0.05).sum(1).double()  # (draws,)
+        p = inside.sum().item() / (n * n_draws)
+        ratio = inside.var().item() / (n * p * (1 - p))
+        # the sample variance over 1500 draws has relative standard error about sqrt(2/1500) = 3.7 %
+        assert 0.8 < ratio < 1.2, f"{name}: half-plane count variance is {ratio:.2f} x binomial along {direction}"
+
+
+@pytest.mark.parametrize("name", toy.DATASETS)
+def test_sample_2d_is_iid(name):
+    check_iid_counts(name)
+
+
 def test_sample_2d_8gaussians_matches_mixture():
     # "8gaussians" is the mixture behind GaussianMixture.eight_gaussians(): same second moments
     n = 40_000
