@@ -183,3 +183,4 @@ def test_describe_names_mode_device_and_torch(no_accelerator):
     no_accelerator.setenv("DMLIB_MODE", "quick")
     line = run.describe()
     assert "run mode: quick" in line and "device: cpu" in line and torch.__version__ in line
+    assert f"({torch.get_num_threads()} thread" in line
