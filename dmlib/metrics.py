@@ -11,6 +11,8 @@ so R close to 1 means "as close to the data as a fresh draw of the data itself".
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -81,6 +83,24 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)) 
 METRICS = {"w2": w2, "sw": sliced_wasserstein, "mmd": mmd}
 
 
+# data_sampler -> {(metric, n, seed, repeat): (reference draw, floor)}; entries leave with the sampler
+_FLOORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _reference(metric, fn, data_sampler, n, seed):
+    """A data draw of size n and the data-vs-data floor beside it, computed once per sampler."""
+    key = (metric, n, seed)
+    try:
+        cached = _FLOORS.setdefault(data_sampler, {})
+    except TypeError:  # a sampler that cannot be weakly referenced is not cached
+        cached = {}
+    if key not in cached:
+        g = torch.Generator().manual_seed(seed)
+        ref, ref2 = data_sampler(n, g), data_sampler(n, g)
+        cached[key] = (ref, fn(ref2, ref))
+    return cached[key]
+
+
 def floor_ratio(metric: str, samples: torch.Tensor, data_sampler, *, n_repeats: int = 1, seed: int = 104729) -> dict:
     """A metric of ``samples`` against fresh data, and its ratio R to the data-vs-data floor.
 
@@ -88,15 +108,19 @@ def floor_ratio(metric: str, samples: torch.Tensor, data_sampler, *, n_repeats: 
     vs data), ``floor`` (data vs data, same N) and ``ratio`` = value / floor, each averaged
     over ``n_repeats`` draws of the reference data, seeded from ``seed`` (a value unlikely to
     coincide with the seed that drew ``samples``: the same seed would give the same points). Section 2.6.
+
+    The reference draws and the floor depend only on the sampler, N, the metric and the seed,
+    so they are computed once per sampler object and reused: comparing many sample sets with
+    the same data costs one metric evaluation each. (A sampler must therefore draw from the
+    generator it is given, as every sampler in this book does.)
     """
     _check.choice(metric, "metric", METRICS)
     fn = METRICS[metric]
     n = samples.shape[0]
     vals, floors = [], []
     for r in range(_check.positive_int(n_repeats, "n_repeats")):
-        g = torch.Generator().manual_seed(seed + 1000 * r)
-        ref, ref2 = data_sampler(n, g), data_sampler(n, g)
+        ref, floor = _reference(metric, fn, data_sampler, n, seed + 1000 * r)
         vals.append(fn(samples, ref))
-        floors.append(fn(ref2, ref))
+        floors.append(floor)
     value, floor = float(np.mean(vals)), float(np.mean(floors))
     return {"metric": metric, "n": n, "value": value, "floor": floor, "ratio": value / floor}

@@ -44,6 +44,50 @@ def test_floor_ratio_is_about_one_for_data_and_large_for_noise():
         assert metrics.floor_ratio(name, noise, sampler)["ratio"] > 1.5
 
 
+class _CountingSampler:
+    """A data sampler that counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, n, g):
+        self.calls += 1
+        return toy.sample_2d("moons", n, generator=g)
+
+
+class _SlottedSampler:
+    """The same, with __slots__ and no __weakref__: it cannot be cached."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, n, g):
+        self.calls += 1
+        return toy.sample_2d("moons", n, generator=g)
+
+
+def test_floor_ratio_reuses_its_reference_and_floor():
+    x = toy.sample_2d("moons", 300, seed=11) + 0.1
+    counting, slotted = _CountingSampler(), _SlottedSampler()
+    first = metrics.floor_ratio("w2", x, counting, n_repeats=2)
+    assert counting.calls == 4  # two draws per repeat
+    again = metrics.floor_ratio("w2", x, counting, n_repeats=2)
+    assert counting.calls == 4 and again == first  # the second call draws nothing
+    other = metrics.floor_ratio("w2", x[:200], counting, n_repeats=2)  # another N: new draws
+    assert counting.calls == 8 and other["n"] == 200
+    # the cached answer is the answer without a cache: a sampler that cannot be cached
+    for _ in range(2):
+        assert metrics.floor_ratio("w2", x, slotted, n_repeats=2) == first
+    assert slotted.calls == 8
+    # and the floor is the data-vs-data distance of the seeded draws, computed by hand
+    g = torch.Generator().manual_seed(104729)
+    ref, ref2 = toy.sample_2d("moons", 300, generator=g), toy.sample_2d("moons", 300, generator=g)
+    one = metrics.floor_ratio("w2", x, counting)
+    assert one["floor"] == pytest.approx(metrics.w2(ref2, ref)) and one["value"] == pytest.approx(metrics.w2(x, ref))
+
+
 @pytest.mark.parametrize("fn", [metrics.w2, metrics.sliced_wasserstein])
 def test_metrics_reject_mismatched_inputs(fn):
     with pytest.raises(ValueError, match="x and y|equal size"):
