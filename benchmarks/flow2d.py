@@ -84,12 +84,13 @@ def main(argv=None):
         rows.append(row)
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     out = write("flow2d" + ("_quick" if args.quick else ""), {"n_samples": n, "draws": draws, "rows": rows}, args.out)
-    fig, axes = plt.subplots(2, len(rows), figsize=(3.4 * len(rows), 6.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(rows), figsize=(3.4 * len(rows), 7.0), squeeze=False)
     for j, name in enumerate(args.datasets):
         for i, k in enumerate((100, 10)):
             row = rows[j]
             plot.scatter2d(samples[(name, k)], axes[i, j], s=1.5,
-                           title=f"{name}, Euler-{k}: R = {row[f'w2_ratio_euler{k}']:.2f}")
+                           title=f"{name}, Euler-{k}: R = {row[f'w2_ratio_euler{k}']:.2f}\n"
+                                 f"(fresh data: R = {row['w2_ratio_oracle']:.2f})")
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=110)
     return out
