@@ -63,13 +63,15 @@ def weight(t: torch.Tensor, schedule: Schedule, weighting: str, *, prediction: s
 
 
 def diffusion_loss(schedule: Schedule, *, weighting: str = "none", t_min: float = 1e-3, t_max: float = 1.0,
-                   gamma: float = 5.0, coupling=None):
+                   gamma: float = 5.0, coupling=None, paired: bool = False):
     """Build the denoising loss ``loss(model, x0, y=None, generator=None)`` (Section 2.4).
 
     The target follows ``model.prediction``. Time is drawn uniformly from [t_min, t_max];
     t_min > 0 keeps eps-targets away from sigma_0 = 0 where x_t carries no noise to predict.
     ``coupling(x0, eps) -> eps`` may re-pair data and noise within the batch (e.g.
-    :func:`dmlib.flow.ot_pairing`); by default they are independent.
+    :func:`dmlib.flow.ot_pairing`); by default they are independent. With ``paired=True``
+    the batch is a tensor of stored pairs, shape (B, 2, ...) = (x_0, eps) (reflow, Section
+    5.4), and no noise is drawn.
     """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a dmlib.schedules.Schedule, got {type(schedule).__name__}")
@@ -81,10 +83,16 @@ def diffusion_loss(schedule: Schedule, *, weighting: str = "none", t_min: float 
         kind = getattr(model, "prediction", None)
         _check.choice(kind, "model.prediction", PREDICTIONS)
         _check.tensor(x0, "x0", min_dim=2)
+        if paired:
+            if x0.dim() < 3 or x0.shape[1] != 2:
+                raise ValueError(f"a paired loss needs batches of (x0, eps) pairs, shape (B, 2, ...), "
+                                 f"got {tuple(x0.shape)}")
+            x0, eps = x0[:, 0], x0[:, 1]
         b = x0.shape[0]
         # 1. draw times and noise
         t = t_min + (t_max - t_min) * torch.rand(b, generator=generator, device="cpu").to(x0.device)
-        eps = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
+        if not paired:
+            eps = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
         if coupling is not None:
             eps = coupling(x0, eps)
         # 2. noise the data (Section 1.2)
@@ -100,7 +108,7 @@ def diffusion_loss(schedule: Schedule, *, weighting: str = "none", t_min: float 
     return loss
 
 
-COUPLINGS = ("independent", "ot")
+COUPLINGS = ("independent", "ot", "pairs")
 
 
 def flow_matching_loss(schedule: Schedule | None = None, *, coupling: str = "independent", t_min: float = 0.0,
@@ -109,15 +117,18 @@ def flow_matching_loss(schedule: Schedule | None = None, *, coupling: str = "ind
 
     On the linear path x_t = (1 - t) x_0 + t eps (the default) the target velocity is
     u = eps - x_0; the model must declare ``prediction = "velocity"``. It is
-    :func:`diffusion_loss` with that target and no weighting. ``coupling="ot"`` pairs data
-    and noise by minibatch optimal transport (Section 5.5), which straightens the paths.
+    :func:`diffusion_loss` with that target and no weighting. The coupling says how data and
+    noise are paired: ``"independent"`` draws fresh noise for every data point,
+    ``"ot"`` re-pairs them by minibatch optimal transport (Section 5.5), which straightens
+    the paths, and ``"pairs"`` takes batches of stored pairs, shape (B, 2, ...) = (x_0, eps),
+    such as those of :func:`dmlib.flow.reflow_pairs` (reflow, Section 5.4).
     """
     from .flow import ot_pairing
     from .schedules import FlowSchedule
 
     _check.choice(coupling, "coupling", COUPLINGS)
     return diffusion_loss(schedule if schedule is not None else FlowSchedule(), t_min=t_min, t_max=t_max,
-                          coupling=ot_pairing if coupling == "ot" else None)
+                          coupling=ot_pairing if coupling == "ot" else None, paired=coupling == "pairs")
 
 
 def classifier_loss(schedule: Schedule, *, t_min: float = 0.0, t_max: float = 1.0):

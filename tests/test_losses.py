@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dmlib import diffusion, losses, schedules, toy
+from dmlib import diffusion, losses, nn, schedules, toy, train
 
 MIX = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], torch.tensor([0.3, 0.2]))
 
@@ -83,3 +83,29 @@ def test_loss_needs_a_declared_prediction():
     loss = losses.diffusion_loss(schedules.LinearSchedule())
     with pytest.raises(ValueError, match="model.prediction"):
         loss(torch.nn.Identity(), torch.randn(4, 2))
+
+
+def test_paired_flow_matching_uses_the_stored_noise():
+    # coupling="pairs": a batch of (x0, eps) pairs gives exactly the independent loss when
+    # the stored eps is the noise that loss would have drawn (t is drawn first, then eps)
+    model = nn.MLP(dim=2, hidden=16, depth=1, prediction="velocity")
+    torch.nn.init.normal_(model.out.weight, std=0.1)
+    x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(3)
+    _ = torch.rand(64, generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    paired = losses.flow_matching_loss(coupling="pairs")
+    independent = losses.flow_matching_loss()
+    value = paired(model, torch.stack([x0, eps], 1), None, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(value, independent(model, x0, None, torch.Generator().manual_seed(3)))
+    # other noise gives another value: the stored eps is really used
+    other = paired(model, torch.stack([x0, -eps], 1), None, torch.Generator().manual_seed(3))
+    assert abs(other.item() - value.item()) > 1e-3
+    # trains through the one loop, sampling rows of the pair tensor
+    pairs = torch.stack([x0, eps], 1)
+    result = train.train(model, paired, pairs, train.TrainConfig(steps=5, batch_size=16, progress=False))
+    assert len(result.history) == 1
+    with pytest.raises(ValueError, match=r"pairs, shape \(B, 2, \.\.\.\), got \(64, 2\)"):
+        paired(model, x0)
+    with pytest.raises(ValueError, match=r"got \(64, 3, 2\)"):
+        paired(model, torch.randn(64, 3, 2))
