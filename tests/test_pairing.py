@@ -59,3 +59,30 @@ def test_pairing_check_detects_an_edit(tmp_path):
     (tmp_path / md.with_suffix(".ipynb").name).write_text(md.with_suffix(".ipynb").read_text(encoding="utf-8"))
     assert cells(edited) != cells(tmp_path / md.with_suffix(".ipynb").name)
     assert sync.render(edited) != md.with_suffix(".ipynb").read_text(encoding="utf-8")
+
+
+# The rendered text column shows about 88 characters of code (_static/code.css); longer lines
+# get a horizontal scroll bar. Cells whose input is hidden behind a toggle are exempt.
+CODE_COLUMNS = 88
+
+
+def long_code_lines(path):
+    """(line, length) of every visible code line wider than the rendered column."""
+    out = []
+    for c in jupytext.read(path).cells:
+        if c.cell_type != "code" or "hide-input" in c.metadata.get("tags", []):
+            continue
+        out += [(line, len(line)) for line in c.source.splitlines() if len(line) > CODE_COLUMNS]
+    return out
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.name)
+def test_visible_code_fits_the_column(md):
+    assert long_code_lines(md) == []
+
+
+def test_long_code_line_check_sees_a_long_line(tmp_path):
+    wide = "x = 1  # " + "y" * CODE_COLUMNS
+    (tmp_path / "c.md").write_text(f"# t\n\n```{{code-cell}} ipython3\n{wide}\n```\n\n"
+                                   f"```{{code-cell}} ipython3\n:tags: [hide-input]\n\n{wide}\n```\n")
+    assert long_code_lines(tmp_path / "c.md") == [(wide, len(wide))]  # the hidden cell is exempt
