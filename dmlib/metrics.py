@@ -85,7 +85,7 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)) 
 METRICS = {"w2": w2, "sw": sliced_wasserstein, "mmd": mmd}
 
 
-# data_sampler -> {(metric, n, seed, repeat): (reference draw, floor)}; entries leave with the sampler
+# data_sampler -> {(metric, n, seed): (reference draw, floor)}; entries leave with the sampler
 _FLOORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

@@ -120,5 +120,6 @@ def describe(device: torch.device | None = None) -> str:
     device = device if device is not None else get_device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     if device.type == "cpu":
-        name += f" ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''})"
+        threads = torch.get_num_threads()
+        name += f" ({threads} thread{'s' if threads != 1 else ''})"
     return f"run mode: {run_mode()} | device: {name} | torch {torch.__version__}"

@@ -123,7 +123,8 @@ def train(model: torch.nn.Module, loss, data, config: TrainConfig | None = None,
             with torch.no_grad():
                 # warm-up of the decay, so the random initial weights are forgotten quickly
                 decay = min(config.ema_decay, (1 + step) / (10 + step))
-                torch._foreach_lerp_(ema_params, params, 1 - decay)
+                for p_ema, p in zip(ema_params, params):
+                    p_ema.lerp_(p, 1 - decay)
         running.append(value.item())
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             history.append((step + 1, sum(running) / len(running)))
