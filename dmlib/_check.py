@@ -3,6 +3,11 @@
 Every public function validates what it is given here, so that a wrong shape or an
 out-of-range value fails with the argument's name, what was given and what is allowed,
 instead of a stack trace from deep inside torch. Internals then assume valid input.
+
+Checks of a tensor's *values* (a time outside [0, 1], a NaN) read the tensor back to the
+host, which on a GPU waits for all queued work. They run once, where a user's argument
+enters dmlib; a sampler's loop, a model's forward pass and a training step call unchecked
+internals or :func:`time_like`, which looks at shapes and dtypes only.
 """
 
 from __future__ import annotations
@@ -43,6 +48,55 @@ def as_time(t, name: str = "t", *, lo: float = 0.0, hi: float = 1.0) -> torch.Te
             + (" (contains NaN)" if torch.isnan(t).any() else "")
         )
     return t
+
+
+def time_like(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:
+    """``t`` as a (B,) floating tensor on x's device, checking type, dtype and shape only.
+
+    For a network's forward pass and other code on the hot path: no value is read back to
+    the host (times outside [0, 1] are the caller's to rule out, once, at the boundary).
+    A Python number becomes a tensor of x's floating dtype (float32 for half precision).
+    """
+    if isinstance(t, bool):
+        raise TypeError(f"{name} must be a float or a tensor of floats, got a bool")
+    if isinstance(t, (int, float)):
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        return torch.full((x.shape[0],), float(t), dtype=dtype, device=x.device)
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a float or a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor of times in [0, 1], got dtype {t.dtype}; "
+                        f"for a discrete step k of a T-step chain pass k / T")
+    if t.dim() > 1:
+        raise ValueError(f"{name} must have shape (B,) or be a scalar, got shape {tuple(t.shape)}")
+    return batch_time(t.reshape(-1), x, name).to(x.device)
+
+
+def schedule(s, name: str = "schedule"):
+    """Check that ``s`` is a :class:`dmlib.schedules.Schedule`."""
+    from .schedules import Schedule
+
+    if not isinstance(s, Schedule):
+        raise TypeError(f"{name} must be a dmlib.schedules.Schedule, got {type(s).__name__}")
+    return s
+
+
+def labels(y, n: int, n_classes: int | None, name: str = "y"):
+    """Check class labels once, at a public boundary: None, an int, or an integer tensor of
+    shape (n,) with values in [0, n_classes] (n_classes itself is the "no class" label)."""
+    if y is None or n_classes is None:
+        return y
+    if isinstance(y, bool) or not isinstance(y, (int, torch.Tensor)):
+        raise TypeError(f"{name} must be an int or an integer tensor of class labels, got {type(y).__name__}")
+    y_t = torch.as_tensor(y)
+    if y_t.is_floating_point() or y_t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class labels, got dtype {y_t.dtype}")
+    if y_t.dim() > 1 or (y_t.dim() == 1 and y_t.shape[0] != n):
+        raise ValueError(f"{name} must be one label or have shape ({n},), got shape {tuple(y_t.shape)}")
+    if y_t.numel() and (y_t.min() < 0 or y_t.max() > n_classes):
+        raise ValueError(f"{name} must be labels in [0, {n_classes - 1}] (or {n_classes} for 'no class'), "
+                         f"got values in [{int(y_t.min())}, {int(y_t.max())}]")
+    return y
 
 
 def tensor(x, name: str, *, min_dim: int = 1, floating: bool = True) -> torch.Tensor:

@@ -12,24 +12,30 @@ from __future__ import annotations
 
 import torch
 
-from . import _check
-from .schedules import Schedule, expand_to
+from . import _check, noise
+from .schedules import Schedule, _work, expand_to
 
 PREDICTIONS = ("eps", "x0", "v", "score", "velocity")
 
 
-def _schedule(schedule) -> Schedule:
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a dmlib.schedules.Schedule, got {type(schedule).__name__}")
-    return schedule
-
-
 def _noise_like(x: torch.Tensor, eps, generator, x_name="x0") -> torch.Tensor:
     if eps is None:
-        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return noise.randn_like(x, generator=generator)
     _check.tensor(eps, "eps", min_dim=0)
     _check.same_shape(eps, x, "eps", x_name)
     return eps
+
+
+def _time(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:
+    """A user's time argument, validated once, as a (B,) tensor (on t's device: the
+    coefficients are computed there and moved to x's device and dtype by expand_to)."""
+    return _check.batch_time(_check.as_time(t, name), x, name)
+
+
+def _alpha_sigma(t: torch.Tensor, schedule: Schedule, x: torch.Tensor):
+    """(alpha_t, sigma_t) shaped (B, 1, ..., 1) to broadcast against x (internal: t is valid)."""
+    a, s = schedule._alpha_sigma(_work(t))
+    return expand_to(a, x), expand_to(s, x)
 
 
 def q_sample(x0: torch.Tensor, t, schedule: Schedule, eps: torch.Tensor | None = None,
@@ -40,11 +46,11 @@ def q_sample(x0: torch.Tensor, t, schedule: Schedule, eps: torch.Tensor | None =
     is the noise to use (drawn from ``generator`` when omitted).
     """
     _check.tensor(x0, "x0")
-    schedule = _schedule(schedule)
-    t = _check.batch_time(_check.as_time(t), x0)
+    _check.schedule(schedule)
+    t = _time(t, x0)
     eps = _noise_like(x0, eps, generator)
-    a, s = schedule.alpha_sigma(t.to(x0.device))
-    return expand_to(a, x0) * x0 + expand_to(s, x0) * eps  # (B, ...)
+    a, s = _alpha_sigma(t, schedule, x0)
+    return a * x0 + s * eps  # (B, ...)
 
 
 def marginal(x0: torch.Tensor, t, schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,31 +59,37 @@ def marginal(x0: torch.Tensor, t, schedule: Schedule) -> tuple[torch.Tensor, tor
     Returns ``(mean, var)``: mean of x0's shape, var of shape (B, 1, ..., 1).
     """
     _check.tensor(x0, "x0")
-    schedule = _schedule(schedule)
-    t = _check.batch_time(_check.as_time(t), x0)
-    a, s = schedule.alpha_sigma(t.to(x0.device))
-    return expand_to(a, x0) * x0, expand_to(s**2, x0)
+    _check.schedule(schedule)
+    a, s = _alpha_sigma(_time(t, x0), schedule, x0)
+    return a * x0, s**2
+
+
+def _transition(s: torch.Tensor, t: torch.Tensor, schedule: Schedule):
+    # alpha_{t|s} = alpha_t / alpha_s and sigma_{t|s}^2 = sigma_t^2 (1 - e^{lambda_t - lambda_s}):
+    # the second form never subtracts two nearly equal variances (t close to s)
+    a_s, _ = schedule._alpha_sigma(s)
+    a_t, sig_t = schedule._alpha_sigma(t)
+    decay = torch.expm1(schedule._log_snr(t) - schedule._log_snr(s))  # e^{lambda_t - lambda_s} - 1 <= 0
+    return a_t / a_s, -(sig_t**2) * decay
 
 
 def transition(s, t, schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
     """Coefficients of q(x_t | x_s) = N(alpha_{t|s} x_s, sigma_{t|s}^2 I) for s <= t (Section 1.2).
 
     Returns ``(alpha_ts, sigma2_ts)`` with alpha_{t|s} = alpha_t / alpha_s and
-    sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2. For a VP schedule on the grid
-    s = (k-1)/T, t = k/T this is the DDPM step: alpha_{t|s}^2 = 1 - beta_k, sigma_{t|s}^2 = beta_k.
+    sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2 = sigma_t^2 (1 - exp(lambda_t - lambda_s)).
+    For a VP schedule on the grid s = (k-1)/T, t = k/T this is the DDPM step:
+    alpha_{t|s}^2 = 1 - beta_k, sigma_{t|s}^2 = beta_k.
     """
-    schedule = _schedule(schedule)
+    _check.schedule(schedule)
     s, t = _check.as_time(s, "s"), _check.as_time(t, "t")
     if s.shape != t.shape and 1 not in (s.shape[0], t.shape[0]):
         raise ValueError(f"s and t must have the same shape or be scalars, got {tuple(s.shape)} and {tuple(t.shape)}")
     if (s > t).any():
         raise ValueError("s must not exceed t: the forward transition q(x_t | x_s) runs from s up to t")
-    a_s, sig_s = schedule._alpha_sigma(s.to(torch.float64))
-    a_t, sig_t = schedule._alpha_sigma(t.to(torch.float64))
-    a_ts = a_t / a_s
-    var_ts = (sig_t**2 - a_ts**2 * sig_s**2).clamp_min(0.0)
     dtype = torch.promote_types(s.dtype, t.dtype)
-    return a_ts.to(dtype), var_ts.to(dtype)
+    a_ts, var_ts = _transition(_work(s.to(dtype)), _work(t.to(dtype)), schedule)
+    return a_ts.to(dtype), var_ts.clamp_min(0.0).to(dtype)
 
 
 def q_step(x_s: torch.Tensor, s, t, schedule: Schedule, eps: torch.Tensor | None = None,
@@ -89,11 +101,22 @@ def q_step(x_s: torch.Tensor, s, t, schedule: Schedule, eps: torch.Tensor | None
     same distribution as :func:`q_sample` at t -- the closed form of Section 1.2.
     """
     _check.tensor(x_s, "x_s")
-    s = _check.batch_time(_check.as_time(s, "s"), x_s, "s")
-    t = _check.batch_time(_check.as_time(t, "t"), x_s, "t")
+    s, t = _time(s, x_s, "s"), _time(t, x_s, "t")
     a_ts, var_ts = transition(s, t, schedule)
     eps = _noise_like(x_s, eps, generator, "x_s")
-    return expand_to(a_ts, x_s).to(x_s.device) * x_s + expand_to(var_ts.sqrt(), x_s).to(x_s.device) * eps
+    return expand_to(a_ts, x_s) * x_s + expand_to(var_ts.sqrt(), x_s) * eps
+
+
+def _posterior(x0: torch.Tensor, x_t: torch.Tensor, s: torch.Tensor, t: torch.Tensor, schedule: Schedule):
+    # the coefficients of posterior(), through log-SNR (see its docstring); s, t valid, s < t
+    s, t = _work(s), _work(t)
+    a_s, sig_s = schedule._alpha_sigma(s)
+    a_t, _ = schedule._alpha_sigma(t)
+    decay = torch.expm1(schedule._log_snr(t) - schedule._log_snr(s))  # e^{lambda_t - lambda_s} - 1
+    c_xt = a_s / a_t * (decay + 1)  # coefficient of x_t
+    c_x0 = -a_s * decay  # coefficient of x_0
+    var = -(sig_s**2) * decay
+    return expand_to(c_xt, x_t) * x_t + expand_to(c_x0, x0) * x0, expand_to(var.clamp_min(0.0), x_t)
 
 
 def posterior(x0: torch.Tensor, x_t: torch.Tensor, s, t, schedule: Schedule
@@ -106,24 +129,50 @@ def posterior(x0: torch.Tensor, x_t: torch.Tensor, s, t, schedule: Schedule
     On the DDPM grid (s = (k-1)/T, t = k/T, VP) these are Ho et al.'s
     mu~ = sqrt(alpha_bar_{k-1}) beta_k / (1 - alpha_bar_k) x_0 + sqrt(1 - beta_k)(1 - alpha_bar_{k-1}) / (1 - alpha_bar_k) x_k
     and beta~_k = (1 - alpha_bar_{k-1}) / (1 - alpha_bar_k) beta_k.
+    The code evaluates the same coefficients through the log-SNR lambda, with
+    d = 1 - exp(lambda_t - lambda_s): mu = (alpha_s / alpha_t)(1 - d) x_t + alpha_s d x_0 and
+    var = sigma_s^2 d, which stay accurate in float32 when s is close to t.
     Returns ``(mean, var)``: mean of x_t's shape, var of shape (B, 1, ..., 1).
     """
     _check.tensor(x0, "x0")
     _check.tensor(x_t, "x_t")
     _check.same_shape(x0, x_t, "x0", "x_t")
-    schedule = _schedule(schedule)
-    s = _check.batch_time(_check.as_time(s, "s"), x_t, "s")
-    t = _check.batch_time(_check.as_time(t, "t"), x_t, "t")
+    _check.schedule(schedule)
+    s, t = _time(s, x_t, "s"), _time(t, x_t, "t")
     if (s >= t).any():
         raise ValueError("posterior needs s < t: it looks back from x_t to an earlier time s")
-    a_ts, var_ts = transition(s, t, schedule)
-    a_s, sig_s = schedule._alpha_sigma(s.to(torch.float64))
-    _, sig_t = schedule._alpha_sigma(t.to(torch.float64))
-    c_xt = a_ts.double() * sig_s**2 / sig_t**2  # coefficient of x_t
-    c_x0 = a_s * var_ts.double() / sig_t**2  # coefficient of x_0
-    var = var_ts.double() * sig_s**2 / sig_t**2
-    mean = expand_to(c_xt, x_t).to(x_t.device) * x_t + expand_to(c_x0, x0).to(x0.device) * x0
-    return mean, expand_to(var, x_t).to(x_t.device)
+    return _posterior(x0, x_t, s, t, schedule)
+
+
+def _convert(pred: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: Schedule, src: str, dst: str):
+    # convert() without checks; t is a valid (B,) tensor
+    if src == dst:
+        return pred
+    t = _work(t)
+    a, s = _alpha_sigma(t, schedule, x_t)
+
+    # 1. recover the pair (x0, eps) from the source kind
+    if src == "eps":
+        eps = pred
+        x0 = (x_t - s * eps) / a
+    elif src == "x0":
+        x0 = pred
+        eps = (x_t - a * x0) / s
+    elif src == "score":
+        eps = -s * pred
+        x0 = (x_t - s * eps) / a
+    elif src == "v":
+        norm = a**2 + s**2
+        x0 = (a * x_t - s * pred) / norm
+        eps = (s * x_t + a * pred) / norm
+    else:  # velocity
+        da, ds = (expand_to(c, x_t) for c in schedule._derivatives(t))
+        det = a * ds - s * da
+        x0 = (ds * x_t - s * pred) / det
+        eps = (a * pred - da * x_t) / det
+
+    # 2. express the destination kind through (x0, eps)
+    return _target(x0, eps, t, schedule, dst)
 
 
 def convert(pred: torch.Tensor, x_t: torch.Tensor, t, schedule: Schedule, *, src: str, dst: str) -> torch.Tensor:
@@ -152,35 +201,24 @@ def convert(pred: torch.Tensor, x_t: torch.Tensor, t, schedule: Schedule, *, src
     _check.tensor(pred, "pred")
     _check.tensor(x_t, "x_t")
     _check.same_shape(pred, x_t, "pred", "x_t")
-    schedule = _schedule(schedule)
-    t = _check.batch_time(_check.as_time(t), x_t)
-    if src == dst:
-        return pred
-    t = t.to(x_t.device)
-    a, s = (expand_to(c, x_t) for c in schedule.alpha_sigma(t))
+    _check.schedule(schedule)
+    return _convert(pred, x_t, _time(t, x_t).to(x_t.device), schedule, src, dst)
 
-    # 1. recover the pair (x0, eps) from the source kind
-    if src == "eps":
-        eps = pred
-        x0 = (x_t - s * eps) / a
-    elif src == "x0":
-        x0 = pred
-        eps = (x_t - a * x0) / s
-    elif src == "score":
-        eps = -s * pred
-        x0 = (x_t - s * eps) / a
-    elif src == "v":
-        norm = a**2 + s**2
-        x0 = (a * x_t - s * pred) / norm
-        eps = (s * x_t + a * pred) / norm
-    else:  # velocity
-        da, ds = (expand_to(c, x_t) for c in schedule.derivatives(t))
-        det = a * ds - s * da
-        x0 = (ds * x_t - s * pred) / det
-        eps = (a * pred - da * x_t) / det
 
-    # 2. express the destination kind through (x0, eps)
-    return target(x0, eps, t, schedule, dst)
+def _target(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, schedule: Schedule, kind: str):
+    # target() without checks; t is a valid (B,) tensor
+    if kind == "eps":
+        return eps
+    if kind == "x0":
+        return x0
+    t = _work(t)
+    a, s = _alpha_sigma(t, schedule, x0)
+    if kind == "score":
+        return -eps / s
+    if kind == "v":
+        return a * eps - s * x0
+    da, ds = (expand_to(c, x0) for c in schedule._derivatives(t))
+    return da * x0 + ds * eps
 
 
 def target(x0: torch.Tensor, eps: torch.Tensor, t, schedule: Schedule, kind: str) -> torch.Tensor:
@@ -197,16 +235,5 @@ def target(x0: torch.Tensor, eps: torch.Tensor, t, schedule: Schedule, kind: str
     _check.tensor(x0, "x0")
     _check.tensor(eps, "eps")
     _check.same_shape(x0, eps, "x0", "eps")
-    schedule = _schedule(schedule)
-    t = _check.batch_time(_check.as_time(t), x0)
-    if kind == "eps":
-        return eps
-    if kind == "x0":
-        return x0
-    a, s = (expand_to(c, x0) for c in schedule.alpha_sigma(t))
-    if kind == "score":
-        return -eps / s
-    if kind == "v":
-        return a * eps - s * x0
-    da, ds = (expand_to(c, x0) for c in schedule.derivatives(t))
-    return da * x0 + ds * eps
+    _check.schedule(schedule)
+    return _target(x0, eps, _time(t, x0).to(x0.device), schedule, kind)

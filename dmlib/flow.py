@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from . import _check
+from . import _check, noise
 from .samplers import sample
 from .schedules import Schedule
 
@@ -28,6 +28,7 @@ def ot_pairing(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     _check.tensor(eps, "eps", min_dim=2)
     _check.same_shape(x0, eps, "x0", "eps")
     cost = torch.cdist(x0.flatten(1).double(), eps.flatten(1).double()) ** 2
+    # sync: the assignment is solved on the host (scipy), once per training batch
     rows, cols = linear_sum_assignment(cost.cpu().numpy())
     perm = torch.as_tensor(cols[rows.argsort()], device=eps.device)
     return eps[perm]
@@ -42,7 +43,7 @@ def reflow_pairs(model, n: int, schedule: Schedule, *, shape=(2,), n_steps: int 
     Training a new flow on these deterministic pairs straightens its trajectories.
     """
     n = _check.positive_int(n, "n")
-    eps = torch.randn((n, *shape), generator=generator).to(device or "cpu")
+    eps = noise.randn((n, *shape), generator=generator, device=device or "cpu")
     x0 = sample(model, eps, schedule, method="heun", n_steps=n_steps, y=y)
     return x0, eps
 

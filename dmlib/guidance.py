@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import _check
-from .diffusion import convert
+from .diffusion import _convert
 from .schedules import Schedule
 
 
@@ -31,6 +31,7 @@ class ClassifierFreeGuidance:
         self.prediction = getattr(model, "prediction", None)
         if self.prediction is None:
             raise AttributeError("model must declare model.prediction")
+        self.n_classes = getattr(model, "n_classes", None)  # samplers check labels against it
 
     def __call__(self, x_t: torch.Tensor, t, y=None) -> torch.Tensor:
         if y is None:
@@ -54,15 +55,15 @@ class ClassifierGuidance:
     prediction = "score"
 
     def __init__(self, model, classifier, schedule: Schedule, w: float = 1.0):
-        if not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule must be a dmlib.schedules.Schedule, got {type(schedule).__name__}")
+        _check.schedule(schedule)
         if not isinstance(w, (int, float)) or w != w:
             raise ValueError(f"w must be a real number, got {w!r}")
         self.model, self.classifier, self.schedule, self.w = model, classifier, schedule, float(w)
+        self.n_classes = getattr(classifier, "n_classes", None)  # samplers check labels against it
 
     def classifier_grad(self, x_t: torch.Tensor, t, y) -> torch.Tensor:
         """grad_x log p_phi(y | x_t, t), shape of x_t."""
-        t = _check.batch_time(_check.as_time(t), x_t).to(x_t.device)
+        t = _check.time_like(t, x_t)
         y = torch.as_tensor(y, device=x_t.device).long().expand(x_t.shape[0])
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)
@@ -71,8 +72,8 @@ class ClassifierGuidance:
             return torch.autograd.grad(picked, x)[0]
 
     def __call__(self, x_t: torch.Tensor, t, y=None) -> torch.Tensor:
-        t = _check.batch_time(_check.as_time(t), x_t).to(x_t.device)
-        score = convert(self.model(x_t, t, None), x_t, t, self.schedule, src=self.model.prediction, dst="score")
+        t = _check.time_like(t, x_t)
+        score = _convert(self.model(x_t, t, None), x_t, t, self.schedule, self.model.prediction, "score")
         if y is None or self.w == 0.0:
             return score
         return score + self.w * self.classifier_grad(x_t, t, y)

@@ -17,14 +17,14 @@ import math
 import torch
 
 from . import _check
-from .samplers import predict
+from .samplers import _predict
 from .schedules import Schedule
 
 
 def _velocity_and_divergence(model, x, t, schedule, y):
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        u = predict(model, x, t, schedule, "velocity", y)  # (B, D)
+        u = _predict(model, x, t, schedule, "velocity", y)  # (B, D)
         div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         for i in range(x.shape[1]):
             div = div + torch.autograd.grad(u[:, i].sum(), x, retain_graph=i + 1 < x.shape[1])[0][:, i]
@@ -44,13 +44,15 @@ def ode_log_likelihood(model, x: torch.Tensor, schedule: Schedule, *, n_steps: i
     n_steps = _check.positive_int(n_steps, "n_steps")
     if not (0.0 < t_min < 1.0):
         raise ValueError(f"t_min must lie in (0, 1), got {t_min}")
+    _check.schedule(schedule)
     times = torch.linspace(t_min, 1.0, n_steps + 1, dtype=torch.float64).tolist()
+    at = lambda v: torch.full((x.shape[0],), v, dtype=x.dtype, device=x.device)  # noqa: E731  (B,)
     z, logdet = x, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     for t, s in zip(times[:-1], times[1:]):  # forward in time: data -> noise
         h = s - t
-        u1, d1 = _velocity_and_divergence(model, z, t, schedule, y)
+        u1, d1 = _velocity_and_divergence(model, z, at(t), schedule, y)
         z_euler = z + h * u1
-        u2, d2 = _velocity_and_divergence(model, z_euler, s, schedule, y)
+        u2, d2 = _velocity_and_divergence(model, z_euler, at(s), schedule, y)
         z = z + 0.5 * h * (u1 + u2)
         logdet = logdet + 0.5 * h * (d1 + d2)
     sigma_1 = float(schedule.sigma(1.0))

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from . import _check
-from .diffusion import PREDICTIONS, target
-from .schedules import Schedule, expand_to
+from . import _check, noise
+from .diffusion import PREDICTIONS, _target
+from .schedules import Schedule, _work, expand_to
 
 WEIGHTINGS = ("none", "x0", "min_snr", "elbo_eps")
 
@@ -40,7 +40,7 @@ def weight(t: torch.Tensor, schedule: Schedule, weighting: str, *, prediction: s
     _check.choice(weighting, "weighting", WEIGHTINGS)
     if weighting == "none":
         return torch.ones_like(t)
-    snr = schedule.snr(t)
+    snr = torch.exp(schedule._log_snr(_work(t))).to(t.dtype)
     if weighting == "x0":
         if prediction != "eps":
             raise ValueError(f"weighting='x0' converts an eps-loss to an x0-loss; prediction must be 'eps', got {prediction!r}")
@@ -54,12 +54,10 @@ def weight(t: torch.Tensor, schedule: Schedule, weighting: str, *, prediction: s
         return x0_weight * to_target[prediction]
     if prediction != "eps":
         raise ValueError(f"weighting='elbo_eps' is defined for prediction 'eps', got {prediction!r}")
-    tt = t.detach().double().requires_grad_(True)
-    with torch.enable_grad():
-        a, s = schedule._alpha_sigma(tt)
-        lam = 2 * torch.log(a) - 2 * torch.log(s)
-        dlam = torch.autograd.grad(lam.sum(), tt)[0]
-    return (-dlam / 2).to(t.dtype)
+    # -lambda'/2 = g^2 / (2 sigma^2), with g^2 = -sigma^2 lambda' the SDE's diffusion (Section 4.2)
+    tt = _work(t)
+    _, sig = schedule._alpha_sigma(tt)
+    return (schedule._sde(tt)[1] / (2 * sig**2)).to(t.dtype)
 
 
 def diffusion_loss(schedule: Schedule, *, weighting: str = "none", t_min: float = 1e-3, t_max: float = 1.0,
@@ -73,8 +71,7 @@ def diffusion_loss(schedule: Schedule, *, weighting: str = "none", t_min: float 
     the batch is a tensor of stored pairs, shape (B, 2, ...) = (x_0, eps) (reflow, Section
     5.4), and no noise is drawn.
     """
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a dmlib.schedules.Schedule, got {type(schedule).__name__}")
+    _check.schedule(schedule)
     _check.choice(weighting, "weighting", WEIGHTINGS)
     if not (0.0 <= t_min < t_max <= 1.0):
         raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
@@ -89,17 +86,17 @@ def diffusion_loss(schedule: Schedule, *, weighting: str = "none", t_min: float 
                                  f"got {tuple(x0.shape)}")
             x0, eps = x0[:, 0], x0[:, 1]
         b = x0.shape[0]
-        # 1. draw times and noise
-        t = t_min + (t_max - t_min) * torch.rand(b, generator=generator, device="cpu").to(x0.device)
+        # 1. draw times and noise (on the generator's device, then moved: see dmlib.noise)
+        t = t_min + (t_max - t_min) * noise.rand((b,), generator=generator, device=x0.device)
         if not paired:
-            eps = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
+            eps = noise.randn_like(x0, generator=generator)
         if coupling is not None:
             eps = coupling(x0, eps)
         # 2. noise the data (Section 1.2)
-        a, s = schedule.alpha_sigma(t)
+        a, s = schedule._alpha_sigma(t)
         x_t = expand_to(a, x0) * x0 + expand_to(s, x0) * eps  # (B, ...)
         # 3. the regression target for the model's kind, from the pair (x0, eps)
-        goal = target(x0, eps, t, schedule, kind)
+        goal = _target(x0, eps, t, schedule, kind)
         pred = model(x_t, t, y)
         per_sample = ((pred - goal) ** 2).flatten(1).mean(1)  # (B,)
         return (weight(t, schedule, weighting, prediction=kind, gamma=gamma) * per_sample).mean()
@@ -137,16 +134,15 @@ def classifier_loss(schedule: Schedule, *, t_min: float = 0.0, t_max: float = 1.
     Returns ``loss(classifier, x0, y, generator)`` for :func:`dmlib.train.train`; ``y`` is
     required.
     """
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a dmlib.schedules.Schedule, got {type(schedule).__name__}")
+    _check.schedule(schedule)
 
     def loss(classifier, x0: torch.Tensor, y=None, generator: torch.Generator | None = None) -> torch.Tensor:
         if y is None:
             raise ValueError("classifier_loss needs labels y")
         b = x0.shape[0]
-        t = t_min + (t_max - t_min) * torch.rand(b, generator=generator, device="cpu").to(x0.device)
-        eps = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
-        a, s = schedule.alpha_sigma(t)
+        t = t_min + (t_max - t_min) * noise.rand((b,), generator=generator, device=x0.device)
+        eps = noise.randn_like(x0, generator=generator)
+        a, s = schedule._alpha_sigma(t)
         x_t = expand_to(a, x0) * x0 + expand_to(s, x0) * eps
         return torch.nn.functional.cross_entropy(classifier(x_t, t), y)
 

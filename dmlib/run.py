@@ -123,3 +123,41 @@ def describe(device: torch.device | None = None) -> str:
         threads = torch.get_num_threads()
         name += f" ({threads} thread{'s' if threads != 1 else ''})"
     return f"run mode: {run_mode()} | device: {name} | torch {torch.__version__}"
+
+
+def checkpoint_policy(device: torch.device | str | None = None) -> str:
+    """How :func:`dmlib.checkpoint.load_or_train` gets a trained model: ``"train"`` or ``"load"``. Chapter 7.
+
+    * quick mode: ``"train"``, since the tiny budget trains in seconds anywhere;
+    * full mode on CUDA: ``"train"``, from scratch: the full budgets take minutes on one GPU;
+    * full mode on a CPU or Apple's MPS: ``"load"`` the shipped checkpoint, since the full
+      budget would take hours there.
+
+    ``device`` defaults to :func:`get_device`.
+    """
+    if device is None:
+        device = get_device()
+    elif not isinstance(device, torch.device):
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"device must be a torch.device or a name such as 'cpu', 'cuda', 'mps'; "
+                             f"got {device!r}") from err
+    if is_quick():
+        return "train"
+    return "train" if device.type == "cuda" else "load"
+
+
+def cache_dir():
+    """The folder where dmlib keeps models it trained: ``$DMLIB_CACHE``, else
+    ``$XDG_CACHE_HOME/dmlib``, else ``~/.cache/dmlib``; never inside the repository. Chapter 7.
+
+    Returns a ``pathlib.Path``; the folder is created when something is first saved there.
+    """
+    from pathlib import Path
+
+    if os.environ.get("DMLIB_CACHE"):
+        return Path(os.environ["DMLIB_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"  # XDG: relative paths are ignored
+    return base / "dmlib"

@@ -15,8 +15,12 @@ For discrete use, a T-step chain takes the times ``t_k = k / T`` (k = 0..T), so
 
     alpha_bar_k = alpha_bar(k / T),    beta_k = 1 - alpha_bar_k / alpha_bar_{k-1}.
 
-All values are computed in float64 and returned in the dtype of ``t`` (tables: float32 unless
-asked otherwise), so a schedule evaluated in float32 is as accurate as float32 allows.
+Every quantity has a closed form evaluated on t's own device and in t's own dtype (half
+precision is computed in float32), written so that float32 keeps its accuracy where a naive
+formula would cancel (1 - alpha_bar near t = 0 uses expm1, differences of cosines and
+sigmoids use product forms). Nothing is moved to the host and nothing needs float64, which
+Apple's MPS lacks; a Python float is a double and is evaluated in float64 on the CPU. The
+discrete tables (``betas``, ``alpha_bars``) are computed once in float64 and cached.
 """
 
 from __future__ import annotations
@@ -36,81 +40,102 @@ from . import _check
 ALPHA_BAR_MIN = 1e-4
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _work(t: torch.Tensor) -> torch.Tensor:
+    """t in the dtype a schedule computes in: its own, or float32 for half precision."""
+    return t.float() if t.dtype in _HALF else t
+
+
 class Schedule:
     """A forward process x_t = alpha(t) x_0 + sigma(t) eps (Section 1.2).
 
-    Subclasses implement ``_alpha_sigma(t64)`` on a float64 tensor of times in [0, 1].
+    Subclasses implement closed forms on a floating tensor of times in [0, 1], on its device
+    and in its dtype: ``_alpha_sigma(t)`` and ``_derivatives(t)``, and where they can a stable
+    ``_log_snr(t)`` and the inverse ``_t_from_log_snr(lam)``. The public methods validate
+    their argument once and call these; the rest of dmlib calls them directly.
     """
 
     name = "schedule"
     variance_preserving = False
 
-    # -- to implement -------------------------------------------------------------------
+    # -- closed forms (internal: t is a valid floating tensor) ---------------------------
     def _alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    # -- public interface -----------------------------------------------------------------
-    def _eval(self, t, name="t"):
-        # float64 on the CPU (Apple's MPS has no float64); results go back to t's device and dtype
-        t = _check.as_time(t, name)
-        a, s = self._alpha_sigma(t.detach().to("cpu", torch.float64))
-        back = lambda v: v.to(device=t.device, dtype=t.dtype)  # noqa: E731
-        return back, a, s
+    def _derivatives(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
 
-    def alpha(self, t) -> torch.Tensor:
-        """Signal coefficient alpha_t of x_t = alpha_t x_0 + sigma_t eps, Section 1.2."""
-        back, a, _ = self._eval(t)
-        return back(a)
+    def _log_snr(self, t: torch.Tensor) -> torch.Tensor:
+        a, s = self._alpha_sigma(t)
+        return 2 * torch.log(a) - 2 * torch.log(s)
 
-    def sigma(self, t) -> torch.Tensor:
-        """Noise standard deviation sigma_t of x_t = alpha_t x_0 + sigma_t eps, Section 1.2."""
-        back, _, s = self._eval(t)
-        return back(s)
-
-    def alpha_sigma(self, t) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both coefficients at once, ``(alpha_t, sigma_t)``, each of shape (B,). Section 1.2."""
-        back, a, s = self._eval(t)
-        return back(a), back(s)
-
-    def snr(self, t) -> torch.Tensor:
-        """Signal-to-noise ratio SNR(t) = alpha_t^2 / sigma_t^2 (Section 1.4)."""
-        back, a, s = self._eval(t)
-        return back(a**2 / s**2)
-
-    def log_snr(self, t) -> torch.Tensor:
-        """Log signal-to-noise ratio lambda_t = log(alpha_t^2 / sigma_t^2) (Section 1.4)."""
-        back, a, s = self._eval(t)
-        return back(2 * torch.log(a) - 2 * torch.log(s))
-
-    def t_from_log_snr(self, lam, iters: int = 60) -> torch.Tensor:
-        """Times t in [0, 1] with log_snr(t) = lam, by bisection (log-SNR falls with t). Section 1.4.
-
-        Used to space sampling steps evenly in log-SNR (Chapter 4). Returns float64, shape (B,).
-        """
-        lam = torch.as_tensor(lam, dtype=torch.float64).reshape(-1)
-        if torch.isnan(lam).any():
-            raise ValueError("lam must not contain NaN")
+    def _t_from_log_snr(self, lam: torch.Tensor, iters: int = 60) -> torch.Tensor:
+        # bisection, for a schedule without a closed-form inverse (log-SNR falls with t)
         lo, hi = torch.zeros_like(lam), torch.ones_like(lam)
         for _ in range(iters):
             mid = (lo + hi) / 2
-            a, s = self._alpha_sigma(mid)
-            later = 2 * torch.log(a) - 2 * torch.log(s) > lam  # the target lies after mid
+            later = self._log_snr(mid) > lam  # the target lies after mid
             lo, hi = torch.where(later, mid, lo), torch.where(later, hi, mid)
         return (lo + hi) / 2
 
-    def derivatives(self, t) -> tuple[torch.Tensor, torch.Tensor]:
-        """Time derivatives ``(d alpha_t / dt, d sigma_t / dt)``, by autograd in float64.
+    def _sde(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # f = alpha'/alpha and g^2 = (sigma^2)' - 2 f sigma^2 (Section 4.2)
+        a, s = self._alpha_sigma(t)
+        da, ds = self._derivatives(t)
+        f = da / a
+        return f, (2 * s * (ds - f * s)).clamp_min(0.0)
 
-        Used by the velocity of a probability path, u_t = alpha_t' x_0 + sigma_t' eps.
+    # -- public interface -----------------------------------------------------------------
+    def _eval(self, fn, t, name="t"):
+        t = _check.as_time(t, name)
+        out = fn(_work(t))
+        return tuple(v.to(t.dtype) for v in out) if isinstance(out, tuple) else out.to(t.dtype)
+
+    def alpha(self, t) -> torch.Tensor:
+        """Signal coefficient alpha_t of x_t = alpha_t x_0 + sigma_t eps, Section 1.2."""
+        return self._eval(lambda u: self._alpha_sigma(u)[0], t)
+
+    def sigma(self, t) -> torch.Tensor:
+        """Noise standard deviation sigma_t of x_t = alpha_t x_0 + sigma_t eps, Section 1.2."""
+        return self._eval(lambda u: self._alpha_sigma(u)[1], t)
+
+    def alpha_sigma(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both coefficients at once, ``(alpha_t, sigma_t)``, each of shape (B,). Section 1.2."""
+        return self._eval(self._alpha_sigma, t)
+
+    def snr(self, t) -> torch.Tensor:
+        """Signal-to-noise ratio SNR(t) = alpha_t^2 / sigma_t^2 (Section 1.4)."""
+        return self._eval(lambda u: torch.exp(self._log_snr(u)), t)
+
+    def log_snr(self, t) -> torch.Tensor:
+        """Log signal-to-noise ratio lambda_t = log(alpha_t^2 / sigma_t^2) (Section 1.4)."""
+        return self._eval(self._log_snr, t)
+
+    def t_from_log_snr(self, lam) -> torch.Tensor:
+        """The time t in [0, 1] with log_snr(t) = lam, the inverse of :meth:`log_snr` (Section 1.4).
+
+        In closed form where the schedule has one (all of the book's do), by bisection
+        otherwise. Values of lam outside the schedule's range give t = 0 or 1. Used to space
+        sampling steps evenly in log-SNR (Chapter 4). A Python number or list gives float64.
         """
-        t = _check.as_time(t)
-        t64 = t.detach().to("cpu", torch.float64).requires_grad_(True)
-        with torch.enable_grad():
-            a, s = self._alpha_sigma(t64)
-            # a coefficient that does not depend on t (VE's alpha = 1) has derivative 0
-            da = torch.autograd.grad(a.sum(), t64, retain_graph=True)[0] if a.requires_grad else torch.zeros_like(t64)
-            ds = torch.autograd.grad(s.sum(), t64)[0] if s.requires_grad else torch.zeros_like(t64)
-        return da.to(device=t.device, dtype=t.dtype), ds.to(device=t.device, dtype=t.dtype)
+        if not isinstance(lam, torch.Tensor):
+            lam = torch.as_tensor(lam, dtype=torch.float64)
+        if not lam.is_floating_point():
+            raise TypeError(f"lam must be a floating tensor of log-SNR values, got dtype {lam.dtype}")
+        lam = lam.reshape(-1)
+        if torch.isnan(lam).any():
+            raise ValueError("lam must not contain NaN")
+        return self._t_from_log_snr(_work(lam)).clamp(0.0, 1.0).to(lam.dtype)
+
+    def derivatives(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """Time derivatives ``(d alpha_t / dt, d sigma_t / dt)`` in closed form (Section 1.7).
+
+        Used by the velocity of a probability path, u_t = alpha_t' x_0 + sigma_t' eps, and by
+        the SDE of Chapter 4. (The tests check them against automatic differentiation.)
+        """
+        return self._eval(self._derivatives, t)
 
     def times(self, T: int) -> torch.Tensor:
         """The T + 1 grid times t_k = k / T of a T-step chain, in float64."""
@@ -118,43 +143,77 @@ class Schedule:
         return torch.arange(T + 1, dtype=torch.float64) / T
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({params})"
 
 
 class VPSchedule(Schedule):
     """A variance-preserving schedule: sigma_t^2 = 1 - alpha_bar_t (Section 1.3).
 
-    Subclasses implement ``_alpha_bar(t64)``.
+    Subclasses implement ``_raw(t) -> (alpha_bar, 1 - alpha_bar, d alpha_bar / dt)``, the
+    second in a form that keeps its accuracy near t = 0, and ``_t_from_raw(ab, one_minus_ab)``,
+    its inverse. Every other quantity follows from these three in closed form.
     """
 
     variance_preserving = True
     alpha_bar_min = ALPHA_BAR_MIN  # floor of alpha_bar at t = 1 (0 where the schedule needs none)
 
-    def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
+    def _raw(self, t):
         raise NotImplementedError
 
-    def _alpha_bar_floored(self, t):
+    def _t_from_raw(self, ab, omab):
+        raise NotImplementedError
+
+    def _floored(self, t):
         # an affine floor rather than a clamp: smooth in t, so ODE solvers keep their order
-        floor = self.alpha_bar_min
-        return floor + (1.0 - floor) * self._alpha_bar(t).clamp(0.0, 1.0)
+        m = self.alpha_bar_min
+        ab, omab, dab = self._raw(t)
+        return m + (1.0 - m) * ab.clamp(0.0, 1.0), (1.0 - m) * omab.clamp(0.0, 1.0), (1.0 - m) * dab
 
     def _alpha_sigma(self, t):
-        ab = self._alpha_bar_floored(t)
-        return ab.sqrt(), (1 - ab).sqrt()
+        ab, omab, _ = self._floored(t)
+        return ab.sqrt(), omab.sqrt()
+
+    def _derivatives(self, t):
+        ab, omab, dab = self._floored(t)
+        return dab / (2 * ab.sqrt()), -dab / (2 * omab.sqrt())  # alpha' and sigma' (inf at t = 0)
+
+    def _log_snr(self, t):
+        ab, omab, _ = self._floored(t)
+        return torch.log(ab) - torch.log(omab)
+
+    def _sde(self, t):
+        ab, _, dab = self._floored(t)
+        return dab / (2 * ab), (-dab / ab).clamp_min(0.0)  # f = alpha_bar'/(2 alpha_bar), g^2 = beta(t) = -alpha_bar'/alpha_bar
+
+    def _t_from_log_snr(self, lam):
+        # alpha_bar = sigmoid(lam), then undo the floor: raw = (alpha_bar - m) / (1 - m)
+        m = self.alpha_bar_min
+        ab = ((torch.sigmoid(lam) - m) / (1.0 - m)).clamp(0.0, 1.0)
+        omab = (torch.sigmoid(-lam) / (1.0 - m)).clamp(0.0, 1.0)
+        return self._t_from_raw(ab, omab)
 
     def alpha_bar(self, t) -> torch.Tensor:
         """alpha_bar_t = alpha_t^2, the fraction of the signal's variance left at time t, Section 1.3."""
-        t = _check.as_time(t)
-        return self._alpha_bar_floored(t.detach().to("cpu", torch.float64)).to(device=t.device, dtype=t.dtype)
+        return self._eval(lambda u: self._floored(u)[0], t)
+
+    def _tables(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # (alpha_bar_k, beta_k) for k = 0..T in float64 on the CPU, computed once per T
+        cache = self.__dict__.setdefault("_table_cache", {})
+        if T not in cache:
+            ab = self._floored(self.times(T))[0]
+            b = torch.zeros_like(ab)
+            b[1:] = -torch.expm1(torch.log(ab[1:]) - torch.log(ab[:-1]))  # 1 - ab_k / ab_{k-1}, no cancellation
+            cache[T] = (ab, b)
+        return cache[T]
 
     def alpha_bars(self, T: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Table of alpha_bar_k = alpha_bar(k / T) for k = 0..T, shape (T + 1,).
 
-        Entry k belongs to step k, so ``alpha_bars(T)[0]`` is the clean data's 1.
+        Entry k belongs to step k, so ``alpha_bars(T)[0]`` is the clean data's 1. Computed
+        once per T in float64 (each call returns a fresh copy).
         """
-        t = self.times(T)
-        return self._alpha_bar_floored(t).to(dtype)
+        return self._tables(_check.positive_int(T, "T"))[0].to(dtype, copy=True)
 
     def betas(self, T: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Table of per-step variances beta_k = 1 - alpha_bar_k / alpha_bar_{k-1}, shape (T + 1,).
@@ -163,10 +222,7 @@ class VPSchedule(Schedule):
         beta_k I) (Section 1.1); entry 0 is 0 by convention. The product of the
         (1 - beta_k) recovers ``alpha_bars(T)``, Section 1.3.
         """
-        ab = self.alpha_bars(T, dtype=torch.float64)
-        b = torch.zeros_like(ab)
-        b[1:] = 1 - ab[1:] / ab[:-1]
-        return b.to(dtype)
+        return self._tables(_check.positive_int(T, "T"))[1].to(dtype, copy=True)
 
 
 class LinearSchedule(VPSchedule):
@@ -174,7 +230,7 @@ class LinearSchedule(VPSchedule):
 
     beta(t) = beta_min + t (beta_max - beta_min) is the rate of the VP SDE, and
 
-        alpha_bar(t) = exp(-(beta_min t + (beta_max - beta_min) t^2 / 2)).
+        alpha_bar(t) = exp(-B(t)),    B(t) = beta_min t + (beta_max - beta_min) t^2 / 2.
 
     With T steps, beta_k is close to beta(k / T) / T; the defaults 0.1 and 20 reproduce
     DDPM's betas from 1e-4 to 0.02 for T = 1000. Section 1.3.
@@ -189,14 +245,24 @@ class LinearSchedule(VPSchedule):
         if self.beta_max <= self.beta_min:
             raise ValueError(f"beta_max must be greater than beta_min, got beta_min={beta_min}, beta_max={beta_max}")
 
-    def _alpha_bar(self, t):
-        return torch.exp(-(self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2))
+    def _raw(self, t):
+        big_b = self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+        beta = self.beta_min + (self.beta_max - self.beta_min) * t
+        ab = torch.exp(-big_b)
+        return ab, -torch.expm1(-big_b), -beta * ab
+
+    def _t_from_raw(self, ab, omab):
+        # B = -log(alpha_bar) (from 1 - alpha_bar where alpha_bar is near 1), then the root of
+        # (beta_max - beta_min) t^2 / 2 + beta_min t - B = 0 in a form without cancellation
+        big_b = torch.where(ab < 0.5, -torch.log(ab), -torch.log1p(-omab))
+        d = self.beta_max - self.beta_min
+        return 2 * big_b / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * d * big_b))
 
 
 class CosineSchedule(VPSchedule):
     """The cosine schedule of Nichol & Dhariwal (2021). Section 1.3.
 
-        alpha_bar(t) = f(t) / f(0),    f(t) = cos^2( (t + s) / (1 + s) * pi / 2 ),
+        alpha_bar(t) = cos^2(phi_t) / cos^2(phi_0),    phi_t = (t + s) / (1 + s) * pi / 2,
 
     with a small offset s so that beta near t = 0 is not too small. alpha_bar reaches 0 at
     t = 1; it is floored at ``ALPHA_BAR_MIN`` = 1e-4 there (the paper clips beta at 0.999 instead).
@@ -207,16 +273,31 @@ class CosineSchedule(VPSchedule):
     def __init__(self, s: float = 0.008):
         self.s = _check.finite_positive(s, "s")
 
-    def _alpha_bar(self, t):
-        f = lambda u: torch.cos((u + self.s) / (1 + self.s) * math.pi / 2) ** 2  # noqa: E731
-        return f(t) / f(torch.zeros_like(t))
+    def _phi(self, t):
+        return (t + self.s) / (1 + self.s) * (math.pi / 2)
+
+    def _raw(self, t):
+        phi, phi0 = self._phi(t), self._phi(0.0)
+        c0 = math.cos(phi0) ** 2
+        rest = (1 - t) / (1 + self.s) * (math.pi / 2)  # pi/2 - phi_t, exact near t = 1
+        cos_phi, sin_phi = torch.sin(rest), torch.cos(rest)
+        ab = cos_phi**2 / c0
+        omab = torch.sin(phi - phi0) * torch.sin(phi + phi0) / c0  # cos^2 a - cos^2 b = sin(b - a) sin(b + a)
+        dab = -2 * sin_phi * cos_phi * (math.pi / (2 * (1 + self.s))) / c0  # <= 0 on [0, 1]
+        return ab, omab, dab
+
+    def _t_from_raw(self, ab, omab):
+        # cos phi = sqrt(ab) cos phi_0 and sin^2 phi = sin^2 phi_0 + (1 - ab) cos^2 phi_0
+        phi0 = self._phi(0.0)
+        phi = torch.atan2(torch.sqrt(math.sin(phi0) ** 2 + omab * math.cos(phi0) ** 2), ab.sqrt() * math.cos(phi0))
+        return phi * (2 / math.pi) * (1 + self.s) - self.s
 
 
 class SigmoidSchedule(VPSchedule):
     """A sigmoid schedule (Jabri et al., 2023; Chen, 2023). Section 1.3.
 
-        alpha_bar(t) = (sigmoid(end / tau) - sigmoid((start + t (end - start)) / tau))
-                       / (sigmoid(end / tau) - sigmoid(start / tau)).
+        alpha_bar(t) = (sigmoid(u_end) - sigmoid(u_t)) / (sigmoid(u_end) - sigmoid(u_start)),
+        u_t = (start + t (end - start)) / tau.
 
     The temperature tau sets how long the schedule lingers at high and low noise.
     """
@@ -232,10 +313,29 @@ class SigmoidSchedule(VPSchedule):
         self.start, self.end = float(start), float(end)
         self.tau = _check.finite_positive(tau, "tau")
 
-    def _alpha_bar(self, t):
-        sig = lambda u: torch.sigmoid(torch.as_tensor(u, dtype=torch.float64) / self.tau)  # noqa: E731
-        v_start, v_end = sig(self.start), sig(self.end)
-        return (v_end - sig(self.start + t * (self.end - self.start))) / (v_end - v_start)
+    def _raw(self, t):
+        sig = lambda u: 1 / (1 + math.exp(-u))  # noqa: E731  (a Python float)
+        u0, u1 = self.start / self.tau, self.end / self.tau
+        u = (self.start + t * (self.end - self.start)) / self.tau
+        span = sig(u1) - sig(u0)
+
+        # sigmoid(a) - sigmoid(b) = sinh((a - b) / 2) / (2 cosh(a / 2) cosh(b / 2)) has no
+        # cancellation; u_end - u_t and u_t - u_start are formed from 1 - t and t, which float32
+        # holds exactly. Ratios of the same torch functions make alpha_bar(0) exactly 1.
+        rate = (self.end - self.start) / self.tau
+        const = lambda v: torch.full_like(t, v)  # noqa: E731
+        ab = torch.sinh((1 - t) * rate / 2) / torch.sinh(const(rate / 2)) * torch.cosh(const(u0 / 2)) / torch.cosh(u / 2)
+        omab = torch.sinh(t * rate / 2) / torch.sinh(const(rate / 2)) * torch.cosh(const(u1 / 2)) / torch.cosh(u / 2)
+        su = torch.sigmoid(u)
+        dab = -su * (1 - su) * rate / span
+        return ab, omab, dab
+
+    def _t_from_raw(self, ab, omab):
+        sig = lambda u: 1 / (1 + math.exp(-u))  # noqa: E731
+        v0, v1 = sig(self.start / self.tau), sig(self.end / self.tau)
+        p = torch.where(omab < 0.5, v0 + omab * (v1 - v0), v1 - ab * (v1 - v0))  # sigmoid(u_t)
+        u = torch.log(p) - torch.log1p(-p)
+        return (u * self.tau - self.start) / (self.end - self.start)
 
 
 class VESchedule(Schedule):
@@ -256,9 +356,21 @@ class VESchedule(Schedule):
                 f"sigma_max must be greater than sigma_min, got sigma_min={sigma_min}, sigma_max={sigma_max}"
             )
 
+    def _log_sigma(self, t):
+        return math.log(self.sigma_min) + t * math.log(self.sigma_max / self.sigma_min)
+
     def _alpha_sigma(self, t):
-        s = self.sigma_min * (self.sigma_max / self.sigma_min) ** t
-        return torch.ones_like(t), s
+        return torch.ones_like(t), torch.exp(self._log_sigma(t))
+
+    def _derivatives(self, t):
+        s = torch.exp(self._log_sigma(t))
+        return torch.zeros_like(t), s * math.log(self.sigma_max / self.sigma_min)
+
+    def _log_snr(self, t):
+        return -2 * self._log_sigma(t)
+
+    def _t_from_log_snr(self, lam):
+        return (-lam / 2 - math.log(self.sigma_min)) / math.log(self.sigma_max / self.sigma_min)
 
 
 class FlowSchedule(Schedule):
@@ -277,6 +389,12 @@ class FlowSchedule(Schedule):
     def _alpha_sigma(self, t):
         return 1 - t, t.clone()
 
+    def _derivatives(self, t):
+        return torch.full_like(t, -1.0), torch.ones_like(t)
+
+    def _t_from_log_snr(self, lam):
+        return torch.sigmoid(-lam / 2)  # (1 - t) / t = exp(lam / 2)
+
 
 SCHEDULES = {
     "linear": LinearSchedule,
@@ -291,6 +409,20 @@ def get_schedule(name: str, **kwargs) -> Schedule:
     """Build a schedule by name: ``"linear"``, ``"cosine"``, ``"sigmoid"`` (Section 1.3), ``"ve"`` or ``"flow"`` (Section 1.5)."""
     _check.choice(name, "name", SCHEDULES)
     return SCHEDULES[name](**kwargs)
+
+
+def sde_coefficients(schedule: Schedule, t) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drift and squared diffusion of the forward SDE dx = f(t) x dt + g(t) dW (Section 4.2):
+
+        f(t) = alpha_t' / alpha_t,      g(t)^2 = (sigma_t^2)' - 2 f(t) sigma_t^2 = -sigma_t^2 lambda_t'.
+
+    Its marginals are those of x_t = alpha_t x_0 + sigma_t eps. For a VP schedule
+    f = -beta(t)/2 and g^2 = beta(t) = -alpha_bar_t' / alpha_bar_t (finite at t = 0); for VE,
+    f = 0 and g^2 = (sigma_t^2)'. Returns ``(f, g2)``, each of shape (B,) in t's dtype.
+    """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a dmlib.schedules.Schedule, got {type(schedule).__name__}")
+    return schedule._eval(schedule._sde, t)
 
 
 def expand_to(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -6,16 +6,22 @@
 It keeps an exponential moving average (EMA) of the weights, clips gradients, drops class
 labels for classifier-free guidance, shows a progress bar, and repeats exactly on a CPU for a
 given seed.
+
+A training step never reads a value back to the host: the losses stay on the device and are
+read once per ``log_every`` steps. With ``config.checkpoint`` set, the whole training state
+(model, EMA, optimiser, learning-rate schedule, generator, loss history) is saved with
+:mod:`dmlib.checkpoint`, and a run that was interrupted continues from its last save and ends
+exactly where an uninterrupted run would have (Chapter 10).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
-from . import _check
+from . import _check, checkpoint, noise
 from .run import get_device, progress
 
 
@@ -36,6 +42,14 @@ class TrainConfig:
     device: str | None = None  # None: dmlib.run.get_device()
     log_every: int = 50  # steps between history entries
     progress: bool = True  # show a tqdm progress bar
+    checkpoint: str | None = None  # path stem of the saved training state (None: nothing is saved)
+    checkpoint_every: int = 0  # steps between saves (0: only at the end, when checkpoint is set)
+    resume: bool = True  # when the checkpoint exists, continue from it (False: start over, overwrite it)
+
+
+# Settings that may change between an interrupted run and its resumption: they do not change
+# what is computed. Every other field must match, or the resumed run would not be the same run.
+RESUMABLE_CHANGES = ("device", "progress", "checkpoint", "checkpoint_every", "resume")
 
 
 @dataclass
@@ -57,9 +71,48 @@ def _batch(data, labels, n, generator, device):
         out = data(n, generator)
         x, y = out if isinstance(out, tuple) else (out, None)
     else:
-        idx = torch.randint(0, data.shape[0], (n,), generator=generator)
+        idx = noise.randint(0, data.shape[0], (n,), generator=generator, device=data.device)
         x, y = data[idx], (labels[idx] if labels is not None else None)
     return x.to(device), (y.to(device) if y is not None else None)
+
+
+def _check_config(config, data, labels, model):
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    _check.positive_int(config.steps, "config.steps")
+    _check.positive_int(config.batch_size, "config.batch_size")
+    _check.positive_int(config.log_every, "config.log_every")
+    if not (0.0 <= config.label_dropout < 1.0):
+        raise ValueError(f"config.label_dropout must be in [0, 1), got {config.label_dropout}")
+    if config.ema_decay is not None and not (0.0 < config.ema_decay < 1.0):
+        raise ValueError(f"config.ema_decay must be in (0, 1) or None, got {config.ema_decay}")
+    if config.checkpoint is not None and (not isinstance(config.checkpoint, str) or not config.checkpoint):
+        raise ValueError(f"config.checkpoint must be a path (a non-empty str) or None, got {config.checkpoint!r}")
+    if isinstance(config.checkpoint_every, bool) or not isinstance(config.checkpoint_every, int) \
+            or config.checkpoint_every < 0:
+        raise ValueError(f"config.checkpoint_every must be an integer >= 0 (0: only at the end), "
+                         f"got {config.checkpoint_every!r}")
+    if not callable(data):
+        _check.tensor(data, "data", min_dim=2)
+        if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (data.shape[0],)):
+            raise ValueError(f"labels must be a tensor of shape ({data.shape[0]},)")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("model has no trainable parameters (an EMA copy? call model.requires_grad_(True) first)")
+    if config.label_dropout > 0 and getattr(model, "n_classes", None) is None:
+        raise ValueError("config.label_dropout > 0 needs a class-conditional model (model.n_classes)")
+
+
+def _check_same_run(saved: dict | None, config: TrainConfig, path: str) -> None:
+    """Refuse to resume a checkpoint written with different settings (it would be another run)."""
+    now = asdict(config)
+    saved = saved or {}
+    differ = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    if differ:
+        diffs = ", ".join(f"{k}: saved {saved.get(k)!r}, now {now[k]!r}" for k in differ)
+        raise checkpoint.CheckpointError(
+            f"config.checkpoint {path!r} was saved by a run with other settings ({diffs}); resuming would "
+            "not continue the same run. Use the same config, another config.checkpoint, or resume=False to start over"
+        )
 
 
 def train(model: torch.nn.Module, loss, data, config: TrainConfig | None = None, *, labels=None) -> TrainResult:
@@ -67,25 +120,12 @@ def train(model: torch.nn.Module, loss, data, config: TrainConfig | None = None,
 
     ``data`` is a tensor (N, ...) of training examples, with ``labels`` (N,) for conditional
     models, or a callable ``data(n, generator)`` returning x0 or (x0, y). Section 2.4.
+    With ``config.checkpoint`` the training state is saved every ``config.checkpoint_every``
+    steps and at the end, and a later call with the same config resumes from it (Chapter 10).
     """
     config = config or TrainConfig()
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    _check.positive_int(config.steps, "config.steps")
-    _check.positive_int(config.batch_size, "config.batch_size")
-    if not (0.0 <= config.label_dropout < 1.0):
-        raise ValueError(f"config.label_dropout must be in [0, 1), got {config.label_dropout}")
-    if config.ema_decay is not None and not (0.0 < config.ema_decay < 1.0):
-        raise ValueError(f"config.ema_decay must be in (0, 1) or None, got {config.ema_decay}")
-    if not callable(data):
-        _check.tensor(data, "data", min_dim=2)
-        if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (data.shape[0],)):
-            raise ValueError(f"labels must be a tensor of shape ({data.shape[0]},)")
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError("model has no trainable parameters (an EMA copy? call model.requires_grad_(True) first)")
+    _check_config(config, data, labels, model)
     null_label = getattr(model, "n_classes", None)
-    if config.label_dropout > 0 and null_label is None:
-        raise ValueError("config.label_dropout > 0 needs a class-conditional model (model.n_classes)")
 
     device = get_device(config.device)
     model = model.to(device)
@@ -104,13 +144,21 @@ def train(model: torch.nn.Module, loss, data, config: TrainConfig | None = None,
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     g = torch.Generator().manual_seed(config.seed)
-    history, running = [], []
+    start, history, running = 0, [], []  # running: this log interval's losses, 0-d tensors on the device
+    if config.checkpoint is not None and config.resume and checkpoint.exists(config.checkpoint):
+        _check_same_run(checkpoint.read_record(config.checkpoint).get("config"), config, config.checkpoint)
+        state = checkpoint.load_training_state(config.checkpoint, model=model, ema=ema, optimizer=opt,
+                                               scheduler=sched, generator=g)
+        start, history = state["step"], state["history"]
+        running = list(state["running"].to(device))  # (n,) -> n tensors of shape ()
+
     model.train()
-    bar = progress(range(config.steps), desc="training", disable=not config.progress)
+    bar = progress(range(start, config.steps), desc="training", disable=not config.progress,
+                   initial=start, total=config.steps)
     for step in bar:
         x0, y = _batch(data, labels, config.batch_size, g, device)
         if y is not None and config.label_dropout > 0:
-            drop = torch.rand(y.shape[0], generator=g).to(device) < config.label_dropout
+            drop = noise.rand((y.shape[0],), generator=g, device=device) < config.label_dropout
             y = torch.where(drop, torch.full_like(y, null_label), y)
         value = loss(model, x0, y, g)
         opt.zero_grad(set_to_none=True)
@@ -125,11 +173,18 @@ def train(model: torch.nn.Module, loss, data, config: TrainConfig | None = None,
                 decay = min(config.ema_decay, (1 + step) / (10 + step))
                 for p_ema, p in zip(ema_params, params):
                     p_ema.lerp_(p, 1 - decay)
-        running.append(value.item())
+        running.append(value.detach())
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-            history.append((step + 1, sum(running) / len(running)))
+            values = torch.stack(running).tolist()  # sync: the one host read per log interval, (n,) -> n floats
+            history.append((step + 1, sum(values) / len(values)))
             bar.set_postfix(loss=f"{history[-1][1]:.4f}")
             running = []
+        if config.checkpoint is not None and (
+                step + 1 == config.steps or (config.checkpoint_every and (step + 1) % config.checkpoint_every == 0)):
+            # sync: copies the training state to the host, once per checkpoint_every steps
+            checkpoint.save_training_state(config.checkpoint, model=model, ema=ema, optimizer=opt, scheduler=sched,
+                                           generator=g, step=step + 1, history=history, running=running,
+                                           config=asdict(config))
     model.eval()
     if ema is not None:
         ema.eval()

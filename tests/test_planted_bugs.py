@@ -69,8 +69,8 @@ def marginal_variance_squared(mp, both=True):
 def vp_schedule_alpha_is_alpha_bar(mp):
     """The same slip one level down, in the schedule: alpha_t = alpha_bar_t."""
     def _alpha_sigma(self, t):
-        ab = self._alpha_bar(t).clamp(S.ALPHA_BAR_MIN, 1.0)
-        return ab, (1 - ab).sqrt()
+        ab, omab, _ = self._floored(t)
+        return ab, omab.sqrt()
     mp.setattr(S.VPSchedule, "_alpha_sigma", _alpha_sigma)
 
 
@@ -215,7 +215,7 @@ CASES = [
     (lambda mp: marginal_alpha_bar_for_alpha(mp, both=False), lambda: ids.check_marginal(LIN), "q_sample"),
     (marginal_variance_squared, lambda: ids.check_marginal(COS), "variance"),
     (lambda mp: marginal_variance_squared(mp, both=False), lambda: ids.check_marginal(COS), "q_sample"),
-    (vp_schedule_alpha_is_alpha_bar, lambda: ids.check_marginal(LIN), "reference chain"),
+    (vp_schedule_alpha_is_alpha_bar, lambda: ids.check_marginal(LIN), "chain at k="),
     (vp_schedule_alpha_is_alpha_bar, lambda: ids.check_vp_coefficients(COS), None),
     (q_step_variance_as_std, lambda: ids.check_marginal(LIN), "q_step chain"),
     (posterior_wrong_coefficient, lambda: ids.check_posterior_bayes(LIN, 0.3, 0.5), None),

@@ -1,7 +1,8 @@
 """dmlib.schedules: VP (linear, cosine, sigmoid), VE and flow schedules, tables and helpers.
 
-Float64 identities are checked to ~1e-12: every schedule computes in float64, so only a few
-rounding errors separate the two sides.
+Float64 identities are checked to ~1e-12: a schedule evaluated in float64 leaves only a few
+rounding errors between the two sides. Float32 evaluation (on t's own device, as on a GPU) is
+checked against float64 with the accuracy float32 allows.
 """
 
 import math
@@ -193,12 +194,96 @@ def test_output_dtype_follows_t(name):
     for m in METHODS:
         out32 = getattr(sch, m)(t32)
         assert out32.dtype == torch.float32 and out32.shape == (3,)
-        # computed in float64 and rounded once
-        torch.testing.assert_close(out32, getattr(sch, m)(t32.double()).float(), rtol=0, atol=0)
         assert getattr(sch, m)(0.5).dtype == torch.float64  # a Python float is a double
         assert getattr(sch, m)(t32.double()).dtype == torch.float64
+        assert getattr(sch, m)(t32.half()).dtype == torch.float16  # computed in float32, rounded once
     if sch.variance_preserving:
         assert sch.alpha_bar(t32).dtype == torch.float32 and sch.alpha_bar(0.5).dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_float32_agrees_with_float64(name):
+    """Evaluated natively in float32 (no float64 on the device), every coefficient keeps the
+    accuracy float32 allows: 1e-5 relative on alpha and sigma, 1e-4 absolute on log-SNR,
+    for t in [0.001, 0.999] (near t = 0, 1 - alpha_bar needs expm1 or a product form)."""
+    sch = S.get_schedule(name)
+    t32 = torch.linspace(0.001, 0.999, 999, dtype=torch.float32)
+    t64 = t32.double()  # the same times, so only the evaluation differs
+    for m in ("alpha", "sigma"):
+        torch.testing.assert_close(getattr(sch, m)(t32).double(), getattr(sch, m)(t64), rtol=1e-5, atol=0)
+    torch.testing.assert_close(sch.log_snr(t32).double(), sch.log_snr(t64), rtol=0, atol=1e-4)
+    da32, ds32 = sch.derivatives(t32)
+    da64, ds64 = sch.derivatives(t64)
+    torch.testing.assert_close(da32.double(), da64, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(ds32.double(), ds64, rtol=1e-4, atol=1e-6)
+
+
+def test_float32_check_sees_a_cancelling_formula(monkeypatch):
+    """The float32 check above can fail: sigma from 1 - alpha_bar computed naively loses
+    about half its digits near t = 0."""
+    def naive(self, t):
+        ab, _, dab = VP_RAW["linear"](self, t)
+        return ab, 1 - ab, dab
+    monkeypatch.setattr(S.LinearSchedule, "_raw", naive)
+    with pytest.raises(AssertionError):
+        test_float32_agrees_with_float64("linear")
+
+
+VP_RAW = {"linear": S.LinearSchedule._raw}
+
+
+def _autograd_derivatives(sch, t64):
+    """(alpha', sigma') by automatic differentiation of the closed-form alpha and sigma: the oracle."""
+    t = t64.clone().requires_grad_(True)
+    a, s = sch._alpha_sigma(t)
+    zero = torch.zeros_like(t64)  # a coefficient that does not depend on t (VE's alpha = 1)
+    da = torch.autograd.grad(a.sum(), t, retain_graph=True)[0] if a.requires_grad else zero
+    ds = torch.autograd.grad(s.sum(), t)[0] if s.requires_grad else zero
+    return da, ds
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_closed_form_derivatives_match_autograd(name):
+    sch = S.get_schedule(name)
+    da, ds = sch.derivatives(INTERIOR)
+    ref_a, ref_s = _autograd_derivatives(sch, INTERIOR)
+    torch.testing.assert_close(da, ref_a, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(ds, ref_s, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_closed_form_log_snr_and_sde_match_autograd(name):
+    sch = S.get_schedule(name)
+    a, s = sch.alpha_sigma(INTERIOR)
+    torch.testing.assert_close(sch.log_snr(INTERIOR), 2 * torch.log(a) - 2 * torch.log(s), rtol=1e-6, atol=1e-10)
+    ref_a, ref_s = _autograd_derivatives(sch, INTERIOR)
+    f, g2 = S.sde_coefficients(sch, INTERIOR)
+    torch.testing.assert_close(f, ref_a / a, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(g2, 2 * s * ref_s - 2 * (ref_a / a) * s**2, rtol=1e-6, atol=1e-10)
+
+
+def test_closed_form_derivative_check_fails_on_a_planted_bug(monkeypatch):
+    def wrong(self, t):  # d alpha_bar / dt with beta_min and beta_max swapped in beta(t)
+        big_b = self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+        ab = torch.exp(-big_b)
+        return ab, -torch.expm1(-big_b), -(self.beta_max + (self.beta_min - self.beta_max) * t) * ab
+    monkeypatch.setattr(S.LinearSchedule, "_raw", wrong)
+    with pytest.raises(AssertionError):
+        test_closed_form_derivatives_match_autograd("linear")
+
+
+@pytest.mark.parametrize("name", VP_NAMES)
+def test_vp_sde_is_finite_at_zero(name):
+    f, g2 = S.sde_coefficients(S.get_schedule(name), 0.0)
+    assert torch.isfinite(f).all() and torch.isfinite(g2).all() and g2.item() > 0
+
+
+def test_tables_are_cached_and_copied():
+    sch = S.CosineSchedule()
+    b1 = sch.betas(50, dtype=torch.float64)
+    b1[1] = 123.0  # a caller's edit must not reach the cache
+    assert sch.betas(50, dtype=torch.float64)[1] != 123.0
+    assert sch._tables(50) is sch._tables(50)
 
 
 @pytest.mark.parametrize("name", ALL_NAMES)
@@ -269,10 +354,14 @@ def test_ve_derivatives_closed_form():
     torch.testing.assert_close(ds, ve.sigma(t) * math.log(50.0 / 0.01), rtol=1e-12, atol=0)
 
 
-def test_derivatives_do_not_leak_grad():
-    t = torch.tensor([0.3], requires_grad=True)
-    da, ds = S.CosineSchedule().derivatives(t)
-    assert not da.requires_grad and not ds.requires_grad
+def test_derivatives_are_differentiable():
+    # closed forms: a time that requires grad gives derivatives that do too (second derivatives)
+    t = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)
+    da, _ = S.CosineSchedule().derivatives(t)
+    (dda,) = torch.autograd.grad(da.sum(), t)
+    h = 1e-5
+    fd = (S.CosineSchedule().derivatives(0.3 + h)[0] - S.CosineSchedule().derivatives(0.3 - h)[0]) / (2 * h)
+    torch.testing.assert_close(dda, fd, rtol=1e-6, atol=0)
 
 
 # -- t_from_log_snr ----------------------------------------------------------------------------------
@@ -286,6 +375,17 @@ def test_t_from_log_snr_inverts_log_snr(name):
     torch.testing.assert_close(t_back, t, rtol=0, atol=1e-12)
     lam = torch.linspace(sch.log_snr(0.99).item(), sch.log_snr(0.01).item(), 7, dtype=torch.float64)
     torch.testing.assert_close(sch.log_snr(sch.t_from_log_snr(lam)), lam, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_closed_form_inverse_matches_bisection(name):
+    sch = S.get_schedule(name)
+    lam = sch.log_snr(torch.linspace(0.02, 0.98, 25, dtype=torch.float64))
+    torch.testing.assert_close(sch.t_from_log_snr(lam), S.Schedule._t_from_log_snr(sch, lam), rtol=0, atol=1e-12)
+    t32 = torch.linspace(0.01, 0.99, 50)  # float32 in, float32 out, on t's device
+    back = sch.t_from_log_snr(sch.log_snr(t32))
+    assert back.dtype == torch.float32
+    torch.testing.assert_close(back, t32, rtol=0, atol=2e-5)
 
 
 def test_t_from_log_snr_evenly_spaced_and_out_of_range():

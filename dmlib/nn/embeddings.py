@@ -58,12 +58,14 @@ class TimeEmbedding(nn.Module):
             return emb
         if y is None:
             y = torch.full((t.shape[0],), self.n_classes, dtype=torch.long, device=t.device)
-        y = torch.as_tensor(y, device=t.device).long()
-        if y.dim() == 0:
-            y = y.expand(t.shape[0])
-        if y.shape != (t.shape[0],) or (y < 0).any() or (y > self.n_classes).any():
-            raise ValueError(
-                f"y must be labels in [0, {self.n_classes - 1}] (or {self.n_classes} for 'no class') "
-                f"of shape ({t.shape[0]},), got shape {tuple(y.shape)}"
-            )
+        y = torch.as_tensor(y, device=t.device)
+        if y.is_floating_point() or y.dtype == torch.bool:
+            raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+        y = y.long().expand(t.shape[0]) if y.dim() == 0 else y.long()
+        if y.shape != (t.shape[0],):
+            raise ValueError(f"y must be one label or have shape ({t.shape[0]},), got shape {tuple(y.shape)}")
+        if y.device.type == "cpu":
+            # reading a CPU tensor costs no device sync; on a GPU the values are checked once
+            # where they enter (sample(), train()), not at every call of the network
+            _check.labels(y, t.shape[0], self.n_classes)
         return emb + self.label(y)

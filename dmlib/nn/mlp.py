@@ -44,7 +44,7 @@ class MLP(nn.Module):
         _check.tensor(x_t, "x_t", min_dim=2)
         if x_t.dim() != 2 or x_t.shape[1] != self.dim:
             raise ValueError(f"x_t must have shape (B, {self.dim}), got {tuple(x_t.shape)}")
-        t = _check.batch_time(_check.as_time(t), x_t).to(x_t.device)
+        t = _check.time_like(t, x_t)  # shapes only: no value is read back to the host
         c = self.embed(t, y)  # (B, hidden)
         h = self.inp(x_t)  # (B, hidden)
         for norm, layer in zip(self.norms, self.layers):

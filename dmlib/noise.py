@@ -1,0 +1,77 @@
+"""Every random draw of dmlib, in one place. Introduced in Section 2.5 (sampling).
+
+A ``torch.Generator`` lives on one device, and PyTorch refuses to draw with it on another
+(a CPU generator cannot fill a CUDA tensor). The book's chapters pass CPU generators on every
+machine, so that a seed gives the same noise on a laptop and on a GPU. The rule is therefore:
+
+    draw on the generator's device (the CPU when there is no generator),
+    then move the result to the device and dtype it is needed in.
+
+A GPU user who wants the draw to stay on the GPU passes a CUDA generator; then nothing is
+copied. Half-precision results are drawn in float32 and rounded, so the same seed gives the
+same numbers up to that rounding whatever the target dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_DRAW_DTYPES = (torch.float32, torch.float64)
+
+
+def _where(generator: torch.Generator | None) -> torch.device:
+    """The device a draw happens on: the generator's, or the CPU for torch's global generator."""
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def _draw_dtype(dtype: torch.dtype | None) -> torch.dtype:
+    dtype = dtype if dtype is not None else torch.get_default_dtype()
+    return dtype if dtype in _DRAW_DTYPES else torch.float32
+
+
+def randn(shape, *, generator: torch.Generator | None = None, device=None,
+          dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Standard normal noise of ``shape``, drawn with ``generator`` on its own device, then
+    moved to ``device`` (default: the generator's) and ``dtype`` (default: float32).
+
+    The z ~ N(0, I) of every sampler step (Section 2.5) and the eps of every loss come from here.
+    """
+    out = torch.randn(tuple(shape), generator=generator, device=_where(generator), dtype=_draw_dtype(dtype))
+    return out.to(device=device if device is not None else out.device, dtype=dtype or out.dtype)
+
+
+def randn_like(x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard normal noise of x's shape, on x's device and in x's dtype (drawn as :func:`randn`). Section 2.5."""
+    return randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def rand(shape, *, generator: torch.Generator | None = None, device=None,
+         dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Uniform numbers in [0, 1) of ``shape`` (the times t of a training batch, Section 2.4), drawn as :func:`randn`."""
+    out = torch.rand(tuple(shape), generator=generator, device=_where(generator), dtype=_draw_dtype(dtype))
+    return out.to(device=device if device is not None else out.device, dtype=dtype or out.dtype)
+
+
+def randint(low: int, high: int, shape, *, generator: torch.Generator | None = None,
+            device=None) -> torch.Tensor:
+    """Integers uniform in [low, high) of ``shape`` (int64), e.g. the indices of a data batch (Section 2.4)."""
+    out = torch.randint(low, high, tuple(shape), generator=generator, device=_where(generator))
+    return out.to(device) if device is not None else out
+
+
+def multinomial(probs: torch.Tensor, n_samples: int = 1, *, generator: torch.Generator | None = None,
+                replacement: bool = False) -> torch.Tensor:
+    """Indices drawn from the rows of ``probs`` (shape (B, K)); result on probs' device, shape (B, n_samples).
+
+    Picks the mixture component of each sample of a Gaussian mixture (Section 1.2).
+    """
+    here = probs.to(_where(generator))
+    out = torch.multinomial(here, n_samples, replacement=replacement, generator=generator)
+    return out.to(probs.device)
+
+
+def seed_from(generator: torch.Generator | None = None) -> int:
+    """A fresh integer seed drawn from ``generator`` (or torch's global generator), for code that
+    draws with another library (NumPy) but must still follow dmlib's seeding (the 2D toys of
+    Section 1.2). One host read."""
+    return int(randint(0, 2**31 - 1, (1,), generator=generator)[0])  # sync: a CPU scalar, by design
