@@ -60,3 +60,12 @@ def test_dmlib_imports_in_a_clean_interpreter():
 def test_no_star_imports():
     for name in MODULES:
         assert "import *" not in inspect.getsource(importlib.import_module(name)), name
+
+
+def test_package_docstring_and_imports_list_every_module():
+    """``import dmlib`` brings every module, and the package's docstring names each one."""
+    top = {name.split(".")[1] for name in MODULES}
+    doc = dmlib.__doc__
+    missing_doc = sorted(m for m in top if f":mod:`dmlib.{m}`" not in doc)
+    missing_import = sorted(m for m in top if not hasattr(dmlib, m))
+    assert not missing_doc and not missing_import, f"not in the docstring: {missing_doc}; not imported: {missing_import}"
