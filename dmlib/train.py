@@ -96,6 +96,7 @@ def _check_config(config, data, labels, model):
         _check.tensor(data, "data", min_dim=2)
         if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (data.shape[0],)):
             raise ValueError(f"labels must be a tensor of shape ({data.shape[0]},)")
+        _check.labels(labels, data.shape[0], getattr(model, "n_classes", None), "labels")  # values, once
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("model has no trainable parameters (an EMA copy? call model.requires_grad_(True) first)")
     if config.label_dropout > 0 and getattr(model, "n_classes", None) is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["samplers_nfe", "flow2d", "ddim_vs_ddpm"]
+SCRIPTS = ["samplers_nfe", "flow2d", "ddim_vs_ddpm", "device_core"]
 
 
 def _load(name):
@@ -30,3 +30,8 @@ def test_benchmark_runs_quick_and_records_the_machine(name, tmp_path):
     assert record["benchmark"].startswith(name)
     for key in ("cpu", "cpu_cores", "torch", "commit", "date"):
         assert key in record["machine"]
+    if name == "samplers_nfe":  # evaluations counted as samplers.sample makes them (to t = 0)
+        from dmlib import samplers
+
+        for row in record["rows"]:
+            assert row["nfe"] == samplers.nfe(row["method"], row["steps"]), row
