@@ -59,7 +59,7 @@ def main(argv=None):
     rows, samples = [], {}
     for name in args.datasets:
         run.set_seed(0)
-        data = lambda m, g, name=name: toy.sample_2d(name, m, generator=g)  # noqa: E731
+        data = toy.data_sampler(name)
         model = MLP(hidden=256, depth=3, prediction="velocity")
         loss = losses.flow_matching_loss(coupling=args.coupling)
         cfg = TrainConfig(steps=steps, batch_size=args.batch, lr=2e-3, warmup=100, ema_decay=0.999, progress=False,

@@ -26,9 +26,6 @@ try:
 except ImportError:  # run as a module
     from benchmarks._common import RESULTS, write
 
-NFE_PER_STEP = {"ddpm": 1, "ddim": 1, "euler": 1, "heun": 2, "euler_maruyama": 1, "dpmpp_2m": 1}
-
-
 def plot(rows: list, path) -> None:
     """Quality and ODE error against function evaluations, one colour per sampler."""
     colours = dict(zip(samplers.METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
@@ -67,6 +64,7 @@ def main(argv=None):
     schedule = schedules.CosineSchedule()
     mixture = toy.GaussianMixture.eight_gaussians()
     model = mixture.denoiser(schedule)
+    data = toy.data_sampler(mixture)
     x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ref = samplers.sample(model, x_T, schedule, method="dpmpp_2m", n_steps=50 if args.quick else 2000)
     rows = []
@@ -75,9 +73,9 @@ def main(argv=None):
         for k in steps:
             g = torch.Generator().manual_seed(1)
             x = samplers.sample(model, x_T, schedule, method=method, n_steps=k, generator=g)
-            r = metrics.floor_ratio("w2", x.float(), lambda m, gen: mixture.sample(m, generator=gen), n_repeats=2)
+            r = metrics.floor_ratio("w2", x.float(), data, n_repeats=2)
             deterministic = method in ("ddim", "euler", "heun", "dpmpp_2m")
-            rows.append({"method": method, "steps": k, "nfe": k * NFE_PER_STEP[method] - (1 if method == "heun" else 0),
+            rows.append({"method": method, "steps": k, "nfe": samplers.nfe(method, k),  # the grid ends at t = 0
                          "w2": r["value"], "w2_floor": r["floor"], "w2_ratio": r["ratio"],
                          "ode_error": float((x - ref).norm(dim=1).mean()) if deterministic else None})
             print(f"{method:15s} steps={k:4d} W2 ratio={r['ratio']:.3f}"

@@ -201,7 +201,7 @@ def langevin_step(x, score, step_size: float, *, generator=None):
 
 def annealed_langevin(score, x: torch.Tensor, schedule: Schedule, n_levels: int, n_steps: int, delta: float,
                       *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Annealed Langevin dynamics (Song & Ermon, 2019), Section 3.5: ``n_steps`` Langevin steps
+    """Annealed Langevin dynamics (Song & Ermon, 2019), Section 3.6: ``n_steps`` Langevin steps
     at each of ``n_levels`` noise levels sigma(t_1) > ... > sigma(t_L), t_i evenly spaced from 1
     to 0, with step size
 

@@ -81,7 +81,7 @@ class Schedule:
         return (lo + hi) / 2
 
     def _sde(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # f = alpha'/alpha and g^2 = (sigma^2)' - 2 f sigma^2 (Section 4.2)
+        # f = alpha'/alpha and g^2 = (sigma^2)' - 2 f sigma^2 (Section 4.1)
         a, s = self._alpha_sigma(t)
         da, ds = self._derivatives(t)
         f = da / a
@@ -412,7 +412,7 @@ def get_schedule(name: str, **kwargs) -> Schedule:
 
 
 def sde_coefficients(schedule: Schedule, t) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drift and squared diffusion of the forward SDE dx = f(t) x dt + g(t) dW (Section 4.2):
+    """Drift and squared diffusion of the forward SDE dx = f(t) x dt + g(t) dW (Section 4.1):
 
         f(t) = alpha_t' / alpha_t,      g(t)^2 = (sigma_t^2)' - 2 f(t) sigma_t^2 = -sigma_t^2 lambda_t'.
 

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from . import _check
+from . import _check, noise
 from .schedules import Schedule, expand_to
 
 DATASETS = ("moons", "swiss_roll", "circles", "8gaussians", "checkerboard")
@@ -33,8 +33,7 @@ def _torch_seed(seed, generator) -> int:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         return seed
-    g = generator if generator is not None else torch.default_generator
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=g).item())
+    return noise.seed_from(generator)  # NumPy draws the points; torch's generator seeds it
 
 
 def sample_2d(name: str, n: int, *, seed: int | None = None,
@@ -136,8 +135,7 @@ class GaussianMixture:
         return x
 
     def _coeffs(self, x, t, schedule):
-        if not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule must be a dmlib.schedules.Schedule, got {type(schedule).__name__}")
+        _check.schedule(schedule)
         t = _check.batch_time(_check.as_time(t), x)
         a, s = schedule._alpha_sigma(t.to(torch.float64).cpu())
         return a, s  # (B,), (B,)
@@ -167,8 +165,9 @@ class GaussianMixture:
         """Draw n samples x_0 (float32, shape (n, D)); optionally their class labels."""
         n = _check.positive_int(n, "n")
         probs = self._mask(y, n).exp()
-        k = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (n,) component index
-        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        k = noise.multinomial(probs, 1, generator=generator).squeeze(1)  # (n,) component index
+        z = noise.randn((n, self.dim), generator=generator, device="cpu",
+                        dtype=torch.float64)  # (n, D), on the CPU like the mixture's parameters
         chol = torch.linalg.cholesky(self.covs)  # (K, D, D)
         x = self.means[k] + torch.einsum("nij,nj->ni", chol[k], z)
         x = x.to(torch.float32)
@@ -189,13 +188,8 @@ class GaussianMixture:
         logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
         return -0.5 * (maha + logdet + self.dim * math.log(2 * math.pi)), sol  # (B, K), (B, K, D)
 
-    def log_prob(self, x: torch.Tensor, t=None, schedule: Schedule | None = None, *, y=None) -> torch.Tensor:
-        """log p_t(x): the clean density (t=None) or the noised one under ``schedule`` (Section 1.2).
-
-        With a class ``y`` it is the joint log p_t(x, y), which integrates to p(y) rather than 1,
-        so log p_t(y | x) = log_prob(x, t, schedule, y=y) - log_prob(x, t, schedule) (Chapter 6).
-        """
-        x = self._x(x)
+    def _log_pdfs(self, x, t, schedule):
+        """log N(x; alpha_t mu_k, alpha_t^2 Sigma_k + sigma_t^2 I) of every component, (B, K)."""
         x64 = x.to(torch.float64).cpu()  # differentiable: autograd of log_prob gives the score
         if t is None:
             a = torch.ones(x.shape[0], dtype=torch.float64)
@@ -204,7 +198,36 @@ class GaussianMixture:
             a, s = self._coeffs(x, t, schedule)
         mu, cov = self._noised_params(a, s)
         logpdf, _ = self._component_logpdf(x64, mu, cov)
+        return logpdf
+
+    def log_prob(self, x: torch.Tensor, t=None, schedule: Schedule | None = None, *, y=None) -> torch.Tensor:
+        """log p_t(x): the clean density (t=None) or the noised one under ``schedule`` (Section 1.2).
+
+        With a class ``y`` it is the joint log p_t(x, y), which integrates to p(y) rather than 1,
+        so log p_t(y | x) = log_prob(x, t, schedule, y=y) - log_prob(x, t, schedule) (Chapter 6;
+        :meth:`class_log_posterior` gives it for every class at once).
+        """
+        x = self._x(x)
+        logpdf = self._log_pdfs(x, t, schedule)  # (B, K)
         return torch.logsumexp(self._mask(y, x.shape[0]) + logpdf, 1).to(x.dtype).to(x.device)
+
+    def class_log_posterior(self, x: torch.Tensor, t=None, schedule: Schedule | None = None) -> torch.Tensor:
+        """The exact noisy class posterior log p_t(y | x) for every class y, shape (B, n_classes):
+
+            log p_t(y | x) = log sum_{k: c_k = y} pi_k N_k(x) - log sum_k pi_k N_k(x),
+            N_k(x) = N(x; alpha_t mu_k, alpha_t^2 Sigma_k + sigma_t^2 I)      (Section 6.1)
+
+        at t = None the clean posterior p(y | x). Its rows are normalised (they logsumexp to 0),
+        so it is also the logits of the Bayes classifier, and it is differentiable in x:
+        its gradient is the classifier term of classifier guidance.
+        """
+        x = self._x(x)
+        logw = self.weights.log() + self._log_pdfs(x, t, schedule)  # (B, K): log pi_k N_k(x)
+        classes = torch.arange(self.n_classes)
+        member = self.labels[None, :] == classes[:, None]  # (C, K): component k has class c
+        log_joint = torch.where(member, logw[:, None, :], -math.inf).logsumexp(2)  # (B, C)
+        log_post = log_joint - logw.logsumexp(1, keepdim=True)  # (B, C)
+        return log_post.to(x.dtype).to(x.device)
 
     def _posterior_terms(self, x, t, schedule, y):
         x64 = x.to(torch.float64).cpu()  # differentiable in x (the ODE likelihood needs div of the velocity)
@@ -245,8 +268,7 @@ class GaussianMixture:
         from .diffusion import PREDICTIONS, convert
 
         _check.choice(prediction, "prediction", PREDICTIONS)
-        if not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule must be a dmlib.schedules.Schedule, got {type(schedule).__name__}")
+        _check.schedule(schedule)
         mixture = self
 
         class MixtureDenoiser:
@@ -261,3 +283,51 @@ class GaussianMixture:
                 return f"MixtureDenoiser(K={mixture.n_components}, prediction={prediction!r}, schedule={schedule!r})"
 
         return MixtureDenoiser()
+
+
+class DataSampler:
+    """A draw-fresh-data function ``sampler(n, generator=None) -> (n, D)`` float32 tensor.
+
+    Made by :func:`data_sampler` (Section 2.4); its repr names the data, so a training record
+    can say what the model was trained on.
+    """
+
+    def __init__(self, source, y=None):
+        self.source, self.y = source, y
+
+    def __call__(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if isinstance(self.source, str):
+            return sample_2d(self.source, n, generator=generator)
+        return self.source.sample(n, y=self.y, generator=generator)
+
+    def __repr__(self):
+        if isinstance(self.source, str):
+            return f"data_sampler({self.source!r})"
+        y = "" if self.y is None else f", y={self.y!r}"
+        return f"data_sampler(GaussianMixture(K={self.source.n_components}, D={self.source.dim}){y})"
+
+
+def data_sampler(source, *, y=None) -> DataSampler:
+    """Fresh i.i.d. data as a function ``sampler(n, generator)``, the form in which
+    :func:`dmlib.train.train` and :func:`dmlib.metrics.floor_ratio` take 2D data (Section 2.4).
+
+    ``source`` is a toy dataset name (one of :data:`DATASETS`, drawn by :func:`sample_2d`) or a
+    :class:`GaussianMixture` (drawn by its :meth:`~GaussianMixture.sample`); ``y``, a class
+    label (mixtures only), keeps the components of that class, so the sampler draws from
+    p(x | y) (Chapter 6). Each call
+    draws from the generator it is given, so a seeded generator repeats the draw:
+
+        sampler = data_sampler(mixture)
+        x0 = sampler(512, torch.Generator().manual_seed(0))    # (512, D) float32
+    """
+    if isinstance(source, str):
+        _check.choice(source, "source", DATASETS)
+        if y is not None:
+            raise ValueError(f"y selects a class of a GaussianMixture; the dataset {source!r} has no classes")
+    elif isinstance(source, GaussianMixture):
+        if y is not None:
+            source._mask(y, 1)  # a valid class label, checked now rather than at the first draw
+    else:
+        raise TypeError(f"source must be a dataset name {DATASETS} or a GaussianMixture, "
+                        f"got {type(source).__name__}")
+    return DataSampler(source, y)

@@ -96,3 +96,39 @@ def test_metrics_reject_mismatched_inputs(fn):
         fn(torch.randn(10, 2), torch.randn(10, 3))
     with pytest.raises(ValueError, match="equal size"):
         fn(torch.randn(10, 2), torch.randn(11, 2))
+
+
+def test_mode_spread_exact_values():
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    x = torch.tensor([[3.0, 4.0], [10.0, 1.0], [9.0, 0.0], [0.0, 0.0]])  # nearest distances 5, 1, 1, 0
+    assert metrics.mode_spread(x, centres) == pytest.approx(math.sqrt((25 + 1 + 1 + 0) / 4), rel=1e-12)
+    assert metrics.mode_spread(centres, centres) == 0.0
+    # the centres' order and the points' dtype do not matter
+    assert metrics.mode_spread(x.double(), centres.flip(0)) == metrics.mode_spread(x, centres)
+
+
+def test_mode_spread_of_mixture_samples_is_std_sqrt_d():
+    # well-separated isotropic modes of std s in D = 2: E min_k |x - mu_k|^2 = D s^2
+    gm = toy.GaussianMixture.eight_gaussians()
+    n = 20_000
+    x = gm.sample(n, generator=torch.Generator().manual_seed(6))
+    s = 0.1 / 1.42
+    # |x - mu|^2 / s^2 is chi-squared with 2 degrees of freedom (mean 2, variance 4); by the
+    # delta method the root of the mean of n of them has standard error s / sqrt(2 n)
+    se = s / math.sqrt(2 * n)
+    assert abs(metrics.mode_spread(x, gm.means) - s * math.sqrt(2)) < 5 * se
+    assert metrics.mode_spread(1.5 * x, gm.means) > 1.4 * s * math.sqrt(2)  # blurred: larger
+
+
+def test_mode_spread_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="centres"):
+        metrics.mode_spread(torch.zeros(5, 2), torch.zeros(3, 3))
+
+
+def test_sliced_wasserstein_draws_its_directions_as_before():
+    x, y = torch.randn(50, 3, generator=torch.Generator().manual_seed(7)), torch.zeros(50, 3)
+    got = metrics.sliced_wasserstein(x, y, 16, generator=torch.Generator().manual_seed(8))
+    theta = torch.randn(3, 16, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    theta = theta / theta.norm(dim=0, keepdim=True)
+    px, _ = torch.sort(x.double() @ theta, dim=0)
+    assert got == pytest.approx(float((px**2).mean().sqrt()), rel=1e-12)

@@ -237,3 +237,108 @@ def test_eight_gaussians():
     assert gm.n_components == 8 and gm.n_classes == 8
     torch.testing.assert_close(gm.means.norm(dim=1), torch.full((8,), 2 / 1.42, dtype=torch.float64))
     torch.testing.assert_close(gm.covs[3], (0.1 / 1.42) ** 2 * torch.eye(2, dtype=torch.float64))
+
+
+# -- class_log_posterior ----------------------------------------------------------------------------
+def _posterior_by_scipy(gm, x, t, schedule):
+    """log p_t(y | x) from scipy's Gaussian densities, component by component (independent of dmlib)."""
+    from scipy.stats import multivariate_normal
+
+    a, s = (1.0, 0.0) if t is None else (c.item() for c in schedule.alpha_sigma(t))
+    dens = torch.stack([torch.as_tensor(multivariate_normal(
+        (a * gm.means[k]).numpy(), (a**2 * gm.covs[k] + s**2 * torch.eye(gm.dim, dtype=torch.float64)).numpy()
+    ).pdf(x.numpy())) for k in range(gm.n_components)], 1)  # (B, K)
+    joint = dens * gm.weights  # pi_k N_k(x)
+    by_class = torch.stack([joint[:, gm.labels == c].sum(1) for c in range(gm.n_classes)], 1)  # (B, C)
+    return (by_class / joint.sum(1, keepdim=True)).log()
+
+
+@pytest.mark.parametrize("t, schedule", [(None, None), (0.0, schedules.CosineSchedule()),
+                                         (0.4, schedules.LinearSchedule()), (0.7, schedules.VESchedule()),
+                                         (0.5, schedules.FlowSchedule())])
+def test_class_log_posterior_matches_an_independent_bayes_rule(t, schedule):
+    gm = make_mixture()  # unequal weights, full covariances, class 1 has two components
+    x = 1.5 * torch.randn(50, 2, generator=_gen(2), dtype=torch.float64)
+    got = gm.class_log_posterior(x, t, schedule)
+    assert got.shape == (50, gm.n_classes) and got.dtype == torch.float64
+    torch.testing.assert_close(got, _posterior_by_scipy(gm, x, t, schedule), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(got.logsumexp(1), torch.zeros(50, dtype=torch.float64), rtol=0, atol=1e-12)
+    # planted bugs: forgetting the weights, or normalising each class's components on its own
+    # (the class-conditional density instead of the posterior) gives a different answer
+    flat = toy.GaussianMixture(gm.means, gm.covs, labels=gm.labels)
+    assert not torch.allclose(flat.class_log_posterior(x, t, schedule), got, atol=1e-3)
+    cond = torch.stack([gm.log_prob(x, t, schedule, y=c) for c in range(gm.n_classes)], 1)
+    assert not torch.allclose(cond, got, atol=1e-3)
+
+
+def test_class_log_posterior_dtype_device_and_gradient():
+    gm, sch = make_mixture(), schedules.CosineSchedule()
+    x = torch.randn(8, 2, generator=_gen(4))
+    assert gm.class_log_posterior(x, 0.3, sch).dtype == torch.float32
+    t = torch.linspace(0.1, 0.8, 8)  # one time per sample
+    one = gm.class_log_posterior(x[5:6], t[5].item(), sch)[0]
+    torch.testing.assert_close(gm.class_log_posterior(x, t, sch)[5], one)
+    # Bayes' rule for scores (Chapter 6): grad log p_t(y | x) = score(x, y) - score(x)
+    x64 = x.double().requires_grad_(True)
+    grad = torch.autograd.grad(gm.class_log_posterior(x64, 0.3, sch)[:, 1].sum(), x64)[0]
+    torch.testing.assert_close(grad, gm.score(x.double(), 0.3, sch, y=1) - gm.score(x.double(), 0.3, sch))
+    with pytest.raises(TypeError, match="schedule"):
+        gm.class_log_posterior(x, 0.3)  # a time without a schedule
+
+
+# -- data_sampler ------------------------------------------------------------------------------------
+def test_data_sampler_draws_what_its_source_draws():
+    gm = make_mixture()
+    for source, direct in [("moons", lambda n, g: toy.sample_2d("moons", n, generator=g)),
+                           (gm, lambda n, g: gm.sample(n, generator=g))]:
+        sampler = toy.data_sampler(source)
+        x = sampler(64, _gen(3))
+        assert x.shape == (64, 2) and x.dtype == torch.float32
+        assert torch.equal(x, direct(64, _gen(3)))  # the same generator calls: the same points
+        assert not torch.equal(x, sampler(64, _gen(4)))
+    by_class = toy.data_sampler(gm, y=1)
+    assert torch.equal(by_class(30, _gen(5)), gm.sample(30, y=1, generator=_gen(5)))
+    assert "moons" in repr(toy.data_sampler("moons")) and "y=1" in repr(by_class)
+
+
+def test_data_sampler_feeds_floor_ratio_and_its_cache():
+    from dmlib import metrics
+
+    sampler = toy.data_sampler("8gaussians")
+    x = toy.sample_2d("8gaussians", 200, seed=1)
+    first = metrics.floor_ratio("w2", x, sampler)
+    assert metrics.floor_ratio("w2", x, sampler) == first  # cached per sampler object
+    assert first == metrics.floor_ratio("w2", x, lambda n, g: toy.sample_2d("8gaussians", n, generator=g))
+
+
+def test_data_sampler_rejects_bad_sources():
+    with pytest.raises(ValueError, match="source"):
+        toy.data_sampler("spirals")
+    with pytest.raises(TypeError, match="source must be"):
+        toy.data_sampler(torch.zeros(10, 2))
+    with pytest.raises(ValueError, match="y selects"):
+        toy.data_sampler("moons", y=0)
+    with pytest.raises(ValueError, match="y must lie"):
+        toy.data_sampler(make_mixture(), y=5)
+
+
+# -- random draws go through dmlib.noise, and draw what they drew before ----------------------------
+def test_mixture_sample_draws_the_same_numbers_as_plain_torch():
+    gm = make_mixture()
+    g = _gen(8)
+    x, labels = gm.sample(40, generator=g, return_labels=True)
+    g_ref = _gen(8)  # what GaussianMixture.sample did before dmlib.noise: the same calls in order
+    k = torch.multinomial(gm.weights.expand(40, -1), 1, generator=g_ref).squeeze(1)
+    z = torch.randn(40, 2, generator=g_ref, dtype=torch.float64)
+    ref = (gm.means[k] + torch.einsum("nij,nj->ni", torch.linalg.cholesky(gm.covs)[k], z)).float()
+    assert torch.equal(labels, gm.labels[k]) and torch.equal(x, ref)
+    assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=g_ref))  # same state after
+
+
+def test_sample_2d_seeds_numpy_as_before():
+    # the NumPy seed is one torch.randint draw from the generator, as before dmlib.noise
+    g, g_ref = _gen(12), _gen(12)
+    x = toy.sample_2d("8gaussians", 20, generator=g)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g_ref).item())
+    assert torch.equal(x, toy.sample_2d("8gaussians", 20, seed=seed))
+    assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=g_ref))
