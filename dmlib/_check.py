@@ -50,6 +50,38 @@ def as_time(t, name: str = "t", *, lo: float = 0.0, hi: float = 1.0) -> torch.Te
     return t
 
 
+def _time_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    # float64 stays float64 where the device has it (not on Apple's MPS); half becomes float32
+    if dtype in (torch.float16, torch.bfloat16) or (dtype == torch.float64 and device.type == "mps"):
+        return torch.float32
+    return dtype
+
+
+def time_for(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:
+    """A user's time argument, validated once (:func:`as_time`), as shape (B,) next to ``x``.
+
+    On the CPU a Python number stays a float64 tensor (it is a double). On an accelerator it is
+    filled in on the device in x's floating dtype, which needs no host-to-device copy; a tensor
+    is moved there, float64 becoming float32 where the device lacks it (MPS).
+    """
+    checked = batch_time(as_time(t, name), x, name)
+    if x.device.type == "cpu":
+        return checked
+    if isinstance(t, (int, float)):
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        return torch.full((x.shape[0],), float(t), dtype=dtype, device=x.device)
+    return checked.to(dtype=_time_dtype(checked.dtype, x.device)).to(x.device)  # cast where it is, then move
+
+
+def time_order(s, t, *, strict: bool, what: str) -> None:
+    """Check s < t (strict) or s <= t for two user time arguments, on their host values.
+    ``what`` says why the order matters, for the message."""
+    s_, t_ = as_time(s, "s"), as_time(t, "t")
+    bad = (s_ >= t_) if strict else (s_ > t_)
+    if bad.any():
+        raise ValueError(f"need s {'<' if strict else '<='} t: {what}; got s = {s_.tolist()[:4]}, t = {t_.tolist()[:4]}")
+
+
 def time_like(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:
     """``t`` as a (B,) floating tensor on x's device, checking type, dtype and shape only.
 
@@ -69,7 +101,8 @@ def time_like(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:
                         f"for a discrete step k of a T-step chain pass k / T")
     if t.dim() > 1:
         raise ValueError(f"{name} must have shape (B,) or be a scalar, got shape {tuple(t.shape)}")
-    return batch_time(t.reshape(-1), x, name).to(x.device)
+    t = batch_time(t.reshape(-1), x, name)
+    return t.to(dtype=_time_dtype(t.dtype, x.device)).to(x.device)  # cast where it is, then move
 
 
 def schedule(s, name: str = "schedule"):

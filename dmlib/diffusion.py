@@ -27,9 +27,8 @@ def _noise_like(x: torch.Tensor, eps, generator, x_name="x0") -> torch.Tensor:
 
 
 def _time(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:
-    """A user's time argument, validated once, as a (B,) tensor (on t's device: the
-    coefficients are computed there and moved to x's device and dtype by expand_to)."""
-    return _check.batch_time(_check.as_time(t, name), x, name)
+    """A user's time argument, validated once, as a (B,) tensor next to x (see _check.time_for)."""
+    return _check.time_for(t, x, name)
 
 
 def _alpha_sigma(t: torch.Tensor, schedule: Schedule, x: torch.Tensor):
@@ -69,8 +68,8 @@ def _transition(s: torch.Tensor, t: torch.Tensor, schedule: Schedule):
     # the second form never subtracts two nearly equal variances (t close to s)
     a_s, _ = schedule._alpha_sigma(s)
     a_t, sig_t = schedule._alpha_sigma(t)
-    decay = torch.expm1(schedule._log_snr(t) - schedule._log_snr(s))  # e^{lambda_t - lambda_s} - 1 <= 0
-    return a_t / a_s, -(sig_t**2) * decay
+    d = -torch.expm1(schedule._log_snr(t) - schedule._log_snr(s))  # 1 - e^{lambda_t - lambda_s}, in [0, 1]
+    return a_t / a_s, sig_t**2 * d
 
 
 def transition(s, t, schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,22 +100,24 @@ def q_step(x_s: torch.Tensor, s, t, schedule: Schedule, eps: torch.Tensor | None
     same distribution as :func:`q_sample` at t -- the closed form of Section 1.2.
     """
     _check.tensor(x_s, "x_s")
+    _check.schedule(schedule)
+    _check.time_order(s, t, strict=False, what="the forward transition q(x_t | x_s) runs from s up to t")
     s, t = _time(s, x_s, "s"), _time(t, x_s, "t")
-    a_ts, var_ts = transition(s, t, schedule)
+    a_ts, var_ts = _transition(_work(s), _work(t), schedule)
     eps = _noise_like(x_s, eps, generator, "x_s")
-    return expand_to(a_ts, x_s) * x_s + expand_to(var_ts.sqrt(), x_s) * eps
+    return expand_to(a_ts, x_s) * x_s + expand_to(var_ts.clamp_min(0.0).sqrt(), x_s) * eps
 
 
 def _posterior(x0: torch.Tensor, x_t: torch.Tensor, s: torch.Tensor, t: torch.Tensor, schedule: Schedule):
     # the coefficients of posterior(), through log-SNR (see its docstring); s, t valid, s < t
     s, t = _work(s), _work(t)
     a_s, sig_s = schedule._alpha_sigma(s)
-    a_t, _ = schedule._alpha_sigma(t)
-    decay = torch.expm1(schedule._log_snr(t) - schedule._log_snr(s))  # e^{lambda_t - lambda_s} - 1
-    c_xt = a_s / a_t * (decay + 1)  # coefficient of x_t
-    c_x0 = -a_s * decay  # coefficient of x_0
-    var = -(sig_s**2) * decay
-    return expand_to(c_xt, x_t) * x_t + expand_to(c_x0, x0) * x0, expand_to(var.clamp_min(0.0), x_t)
+    a_t, sig_t = schedule._alpha_sigma(t)
+    d = -torch.expm1(schedule._log_snr(t) - schedule._log_snr(s))  # 1 - e^{lambda_t - lambda_s}, in [0, 1]
+    c_xt = (a_t / a_s) * (sig_s / sig_t) ** 2  # coefficient of x_t (0 where alpha_t = 0)
+    c_x0 = a_s * d  # coefficient of x_0
+    var = sig_s**2 * d
+    return expand_to(c_xt, x_t) * x_t + expand_to(c_x0, x0) * x0, expand_to(var.clamp_min(0.0), x_t)  # (B, ...), (B, 1, ...)
 
 
 def posterior(x0: torch.Tensor, x_t: torch.Tensor, s, t, schedule: Schedule
@@ -129,19 +130,17 @@ def posterior(x0: torch.Tensor, x_t: torch.Tensor, s, t, schedule: Schedule
     On the DDPM grid (s = (k-1)/T, t = k/T, VP) these are Ho et al.'s
     mu~ = sqrt(alpha_bar_{k-1}) beta_k / (1 - alpha_bar_k) x_0 + sqrt(1 - beta_k)(1 - alpha_bar_{k-1}) / (1 - alpha_bar_k) x_k
     and beta~_k = (1 - alpha_bar_{k-1}) / (1 - alpha_bar_k) beta_k.
-    The code evaluates the same coefficients through the log-SNR lambda, with
-    d = 1 - exp(lambda_t - lambda_s): mu = (alpha_s / alpha_t)(1 - d) x_t + alpha_s d x_0 and
-    var = sigma_s^2 d, which stay accurate in float32 when s is close to t.
+    The code evaluates the x_0 coefficient and the variance through the log-SNR lambda, with
+    d = 1 - exp(lambda_t - lambda_s) = sigma_{t|s}^2 / sigma_t^2: alpha_s d and sigma_s^2 d, which
+    stay accurate in float32 when s is close to t.
     Returns ``(mean, var)``: mean of x_t's shape, var of shape (B, 1, ..., 1).
     """
     _check.tensor(x0, "x0")
     _check.tensor(x_t, "x_t")
     _check.same_shape(x0, x_t, "x0", "x_t")
     _check.schedule(schedule)
-    s, t = _time(s, x_t, "s"), _time(t, x_t, "t")
-    if (s >= t).any():
-        raise ValueError("posterior needs s < t: it looks back from x_t to an earlier time s")
-    return _posterior(x0, x_t, s, t, schedule)
+    _check.time_order(s, t, strict=True, what="the posterior looks back from x_t to an earlier time s")
+    return _posterior(x0, x_t, _time(s, x_t, "s"), _time(t, x_t, "t"), schedule)
 
 
 def _convert(pred: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: Schedule, src: str, dst: str):
@@ -202,7 +201,7 @@ def convert(pred: torch.Tensor, x_t: torch.Tensor, t, schedule: Schedule, *, src
     _check.tensor(x_t, "x_t")
     _check.same_shape(pred, x_t, "pred", "x_t")
     _check.schedule(schedule)
-    return _convert(pred, x_t, _time(t, x_t).to(x_t.device), schedule, src, dst)
+    return _convert(pred, x_t, _time(t, x_t), schedule, src, dst)
 
 
 def _target(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, schedule: Schedule, kind: str):
@@ -236,4 +235,4 @@ def target(x0: torch.Tensor, eps: torch.Tensor, t, schedule: Schedule, kind: str
     _check.tensor(eps, "eps")
     _check.same_shape(x0, eps, "x0", "eps")
     _check.schedule(schedule)
-    return _target(x0, eps, _time(t, x0).to(x0.device), schedule, kind)
+    return _target(x0, eps, _time(t, x0), schedule, kind)

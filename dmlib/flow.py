@@ -27,9 +27,10 @@ def ot_pairing(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     _check.tensor(x0, "x0", min_dim=2)
     _check.tensor(eps, "eps", min_dim=2)
     _check.same_shape(x0, eps, "x0", "eps")
-    cost = torch.cdist(x0.flatten(1).double(), eps.flatten(1).double()) ** 2
-    # sync: the assignment is solved on the host (scipy), once per training batch
-    rows, cols = linear_sum_assignment(cost.cpu().numpy())
+    # sync: the assignment is solved on the host (scipy), once per training batch; float64 on the
+    # CPU (Apple's MPS has no float64)
+    a, b = x0.detach().flatten(1).to("cpu", torch.float64), eps.detach().flatten(1).to("cpu", torch.float64)
+    rows, cols = linear_sum_assignment((torch.cdist(a, b) ** 2).numpy())  # (B, B) squared distances
     perm = torch.as_tensor(cols[rows.argsort()], device=eps.device)
     return eps[perm]
 
@@ -61,7 +62,7 @@ def straightness(trajectory: torch.Tensor) -> float:
     steps = trajectory.shape[0] - 1
     if steps < 1:
         raise ValueError("trajectory needs at least two time points")
-    d = trajectory.flatten(2).double()  # (N+1, B, D)
+    d = trajectory.detach().flatten(2).to("cpu", torch.float64)  # (N+1, B, D); sync: a diagnostic, after sampling
     kinetic = ((d[1:] - d[:-1]) ** 2).sum(-1).sum(0) * steps  # (B,)
     chord = ((d[-1] - d[0]) ** 2).sum(-1)  # (B,)
     return float((kinetic - chord).mean())

@@ -37,27 +37,36 @@ def weight(t: torch.Tensor, schedule: Schedule, weighting: str, *, prediction: s
     * ``"elbo_eps"``: eps-loss weight proportional to -d lambda/dt, which makes the loss
       the ELBO's continuous-time form (Kingma et al., 2021), up to a constant.
     """
+    t = _check.as_time(t)
+    _check.schedule(schedule)
     _check.choice(weighting, "weighting", WEIGHTINGS)
+    _check.choice(prediction, "prediction", PREDICTIONS)
+    return _weight(t, schedule, weighting, prediction, gamma)
+
+
+def _weight(t, schedule, weighting, prediction, gamma):
+    # weight() without checks; t is a valid (B,) tensor
     if weighting == "none":
         return torch.ones_like(t)
-    snr = torch.exp(schedule._log_snr(_work(t))).to(t.dtype)
+    tt = _work(t)
+    a, s = schedule._alpha_sigma(tt)
+    snr = torch.exp(schedule._log_snr(tt))
     if weighting == "x0":
         if prediction != "eps":
             raise ValueError(f"weighting='x0' converts an eps-loss to an x0-loss; prediction must be 'eps', got {prediction!r}")
-        return 1.0 / snr
+        return (1.0 / snr).to(t.dtype)
     if weighting == "min_snr":
         x0_weight = snr.clamp(max=gamma)  # weight of the x0-error
-        # the same weight expressed for the model's target (|x0 err|^2 = |eps err|^2 / SNR = |v err|^2 / (1 + SNR))
-        to_target = {"x0": 1.0, "eps": 1.0 / snr, "v": 1.0 / (1.0 + snr)}
+        # the same weight expressed for the model's target: |x0 err|^2 = |eps err|^2 / SNR
+        # = sigma^2 / (alpha^2 + sigma^2)^2 |v err|^2 (= |v err|^2 / (1 + SNR) for a VP schedule)
+        to_target = {"x0": torch.ones_like(snr), "eps": 1.0 / snr, "v": s**2 / (a**2 + s**2) ** 2}
         if prediction not in to_target:
             raise ValueError(f"weighting='min_snr' supports predictions eps, x0, v; got {prediction!r}")
-        return x0_weight * to_target[prediction]
+        return (x0_weight * to_target[prediction]).to(t.dtype)
     if prediction != "eps":
         raise ValueError(f"weighting='elbo_eps' is defined for prediction 'eps', got {prediction!r}")
-    # -lambda'/2 = g^2 / (2 sigma^2), with g^2 = -sigma^2 lambda' the SDE's diffusion (Section 4.2)
-    tt = _work(t)
-    _, sig = schedule._alpha_sigma(tt)
-    return (schedule._sde(tt)[1] / (2 * sig**2)).to(t.dtype)
+    # -lambda'/2 = g^2 / (2 sigma^2), with g^2 = -sigma^2 lambda' the SDE's diffusion (Section 4.1)
+    return (schedule._sde(tt)[1] / (2 * s**2)).to(t.dtype)
 
 
 def diffusion_loss(schedule: Schedule, *, weighting: str = "none", t_min: float = 1e-3, t_max: float = 1.0,
@@ -99,7 +108,7 @@ def diffusion_loss(schedule: Schedule, *, weighting: str = "none", t_min: float 
         goal = _target(x0, eps, t, schedule, kind)
         pred = model(x_t, t, y)
         per_sample = ((pred - goal) ** 2).flatten(1).mean(1)  # (B,)
-        return (weight(t, schedule, weighting, prediction=kind, gamma=gamma) * per_sample).mean()
+        return (_weight(t, schedule, weighting, kind, gamma) * per_sample).mean()
 
     loss.schedule, loss.weighting = schedule, weighting
     return loss

@@ -25,7 +25,7 @@ def _pair(x, y):
     _check.tensor(y, "y", min_dim=2)
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have shapes (N, D) and (M, D), got {tuple(x.shape)} and {tuple(y.shape)}")
-    return x.detach().to(torch.float64).cpu(), y.detach().to(torch.float64).cpu()
+    return x.detach().to("cpu", torch.float64), y.detach().to("cpu", torch.float64)
 
 
 def w2(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -96,7 +96,7 @@ def mode_spread(x: torch.Tensor, centres: torch.Tensor) -> float:
     if x.dim() != 2 or centres.dim() != 2 or x.shape[1] != centres.shape[1]:
         raise ValueError(f"x and centres must have shapes (N, D) and (K, D), got {tuple(x.shape)} "
                          f"and {tuple(centres.shape)}")
-    x64, c64 = x.detach().to(torch.float64).cpu(), centres.detach().to(torch.float64).cpu()
+    x64, c64 = x.detach().to("cpu", torch.float64), centres.detach().to("cpu", torch.float64)
     d = torch.cdist(x64, c64, compute_mode="donot_use_mm_for_euclid_dist")  # (N, K)
     return float(d.min(1).values.pow(2).mean().sqrt())
 

@@ -8,8 +8,11 @@ machine, so that a seed gives the same noise on a laptop and on a GPU. The rule 
     then move the result to the device and dtype it is needed in.
 
 A GPU user who wants the draw to stay on the GPU passes a CUDA generator; then nothing is
-copied. Half-precision results are drawn in float32 and rounded, so the same seed gives the
-same numbers up to that rounding whatever the target dtype.
+copied. A draw moved to a CUDA device goes through pinned memory without blocking, so the
+host does not wait for the GPU to finish its queued work (a plain copy from ordinary host
+memory would). Half-precision results are drawn in float32 and rounded, so a seed gives the
+same numbers in float16 or bfloat16 as in float32, up to that rounding (float64 draws are
+different numbers).
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ _DRAW_DTYPES = (torch.float32, torch.float64)
 def _where(generator: torch.Generator | None) -> torch.device:
     """The device a draw happens on: the generator's, or the CPU for torch's global generator."""
     return generator.device if generator is not None else torch.device("cpu")
+
+
+def _move(out: torch.Tensor, device, dtype) -> torch.Tensor:
+    """Move a fresh draw to ``device`` and ``dtype``. To CUDA: cast on the host, then copy from
+    pinned memory asynchronously (no wait for the GPU's queue); elsewhere a plain ``.to``."""
+    device = torch.device(device) if device is not None else out.device
+    out = out.to(dtype=dtype or out.dtype)
+    if device.type == "cuda" and out.device.type == "cpu":
+        return out.pin_memory().to(device, non_blocking=True)
+    return out.to(device)
 
 
 def _draw_dtype(dtype: torch.dtype | None) -> torch.dtype:
@@ -37,7 +50,7 @@ def randn(shape, *, generator: torch.Generator | None = None, device=None,
     The z ~ N(0, I) of every sampler step (Section 2.5) and the eps of every loss come from here.
     """
     out = torch.randn(tuple(shape), generator=generator, device=_where(generator), dtype=_draw_dtype(dtype))
-    return out.to(device=device if device is not None else out.device, dtype=dtype or out.dtype)
+    return _move(out, device, dtype)
 
 
 def randn_like(x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -49,14 +62,14 @@ def rand(shape, *, generator: torch.Generator | None = None, device=None,
          dtype: torch.dtype | None = None) -> torch.Tensor:
     """Uniform numbers in [0, 1) of ``shape`` (the times t of a training batch, Section 2.4), drawn as :func:`randn`."""
     out = torch.rand(tuple(shape), generator=generator, device=_where(generator), dtype=_draw_dtype(dtype))
-    return out.to(device=device if device is not None else out.device, dtype=dtype or out.dtype)
+    return _move(out, device, dtype)
 
 
 def randint(low: int, high: int, shape, *, generator: torch.Generator | None = None,
             device=None) -> torch.Tensor:
     """Integers uniform in [low, high) of ``shape`` (int64), e.g. the indices of a data batch (Section 2.4)."""
     out = torch.randint(low, high, tuple(shape), generator=generator, device=_where(generator))
-    return out.to(device) if device is not None else out
+    return _move(out, device, None)
 
 
 def multinomial(probs: torch.Tensor, n_samples: int = 1, *, generator: torch.Generator | None = None,
@@ -67,7 +80,7 @@ def multinomial(probs: torch.Tensor, n_samples: int = 1, *, generator: torch.Gen
     """
     here = probs.to(_where(generator))
     out = torch.multinomial(here, n_samples, replacement=replacement, generator=generator)
-    return out.to(probs.device)
+    return _move(out, probs.device, None)
 
 
 def seed_from(generator: torch.Generator | None = None) -> int:

@@ -38,9 +38,9 @@ def nfe(method: str, n_steps: int, *, t_min: float = 0.0) -> int:
     return total - 1 if method == "heun" and t_min == 0.0 else total
 
 
-def _times(t, x):
-    # a user's time argument at a public step: validated once, shape (B,), on x's device
-    return _check.batch_time(_check.as_time(t), x).to(x.device)
+def _times(t, x, name="t"):
+    # a user's time argument at a public step: validated once, shape (B,), next to x
+    return _check.time_for(t, x, name)
 
 
 def _coeffs(t, schedule, x):
@@ -114,11 +114,12 @@ def _dpmpp_2m(x_t, x0_hat, t, s, schedule, x0_prev=None, t_prev=None):
 
 
 # -- the steps: public versions ---------------------------------------------------------------------
-def _step_args(x_t, pred, schedule, pred_name):
+def _step_args(x_t, pred, t, s, schedule, pred_name):
     _check.tensor(x_t, "x_t")
     _check.tensor(pred, pred_name)
     _check.same_shape(pred, x_t, pred_name, "x_t")
     _check.schedule(schedule)
+    _check.time_order(s, t, strict=True, what="a sampler step goes from t down to an earlier time s")
 
 
 def ddpm_step(x_t, x0_hat, t, s, schedule, *, generator=None):
@@ -126,7 +127,7 @@ def ddpm_step(x_t, x0_hat, t, s, schedule, *, generator=None):
 
         x_s = mu(x_t, x0_hat) + sqrt(var) z,    mu, var from the posterior of Section 1.6.
     """
-    _step_args(x_t, x0_hat, schedule, "x0_hat")
+    _step_args(x_t, x0_hat, t, s, schedule, "x0_hat")
     return _ddpm(x_t, x0_hat, _times(t, x_t), _times(s, x_t), schedule, generator)
 
 
@@ -142,7 +143,7 @@ def ddim_step(x_t, x0_hat, t, s, schedule, *, eta: float = 0.0, generator=None):
     """
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (0.0 <= eta <= 1.0):
         raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
-    _step_args(x_t, x0_hat, schedule, "x0_hat")
+    _step_args(x_t, x0_hat, t, s, schedule, "x0_hat")
     return _ddim(x_t, x0_hat, _times(t, x_t), _times(s, x_t), schedule, float(eta), generator)
 
 
@@ -154,7 +155,7 @@ def euler_step(x_t, velocity, t, s, schedule=None):
     _check.tensor(x_t, "x_t")
     _check.tensor(velocity, "velocity")
     _check.same_shape(velocity, x_t, "velocity", "x_t")
-    return x_t + expand_to(_times(s, x_t) - _times(t, x_t), x_t) * velocity
+    return x_t + expand_to(_times(s, x_t, "s") - _times(t, x_t), x_t) * velocity  # either direction in time
 
 
 def euler_maruyama_step(x_t, score, t, s, schedule, *, generator=None):
@@ -166,7 +167,7 @@ def euler_maruyama_step(x_t, score, t, s, schedule, *, generator=None):
 
         x_s = x_t - h (f(t) x_t - g(t)^2 score) + g(t) sqrt(h) z.
     """
-    _step_args(x_t, score, schedule, "score")
+    _step_args(x_t, score, t, s, schedule, "score")
     return _euler_maruyama(x_t, score, _times(t, x_t), _times(s, x_t), schedule, generator)
 
 
@@ -181,13 +182,17 @@ def dpmpp_2m_step(x_t, x0_hat, t, s, schedule, *, x0_prev=None, t_prev=None):
 
     Without a previous prediction (the first step) D = x0_hat, which is exactly DDIM.
     """
-    _step_args(x_t, x0_hat, schedule, "x0_hat")
+    _step_args(x_t, x0_hat, t, s, schedule, "x0_hat")
+    if (_check.as_time(s, "s") == 0).any():
+        raise ValueError("a DPM-Solver++ step needs s > 0 (the log-SNR is infinite at s = 0); "
+                         "the last step to s = 0 is the prediction x0_hat itself, as sample() does")
     if (x0_prev is None) != (t_prev is None):
         raise ValueError("x0_prev and t_prev go together: give both (a multistep) or neither (the first step)")
     if x0_prev is not None:
         _check.tensor(x0_prev, "x0_prev")
         _check.same_shape(x0_prev, x_t, "x0_prev", "x_t")
-        t_prev = _times(t_prev, x_t)
+        _check.time_order(t, t_prev, strict=True, what="t_prev is the earlier step's time, above t")
+        t_prev = _times(t_prev, x_t, "t_prev")
     return _dpmpp_2m(x_t, x0_hat, _times(t, x_t), _times(s, x_t), schedule, x0_prev, t_prev)
 
 
@@ -215,7 +220,10 @@ def annealed_langevin(score, x: torch.Tensor, schedule: Schedule, n_levels: int,
     n_levels, n_steps = _check.positive_int(n_levels, "n_levels"), _check.positive_int(n_steps, "n_steps")
     delta = _check.finite_positive(delta, "delta")
     times = torch.linspace(1.0, 0.0, n_levels, dtype=torch.float64)
-    sigmas = schedule._alpha_sigma(times)[1].tolist()  # sync: one read of the ladder, on the CPU
+    sigmas = schedule._alpha_sigma(times)[1].tolist()  # the ladder, on the CPU
+    if not sigmas[-1] > 0:
+        raise ValueError(f"annealed Langevin needs sigma(t) > 0 at every level, the last (t = 0) included: "
+                         f"a VE schedule; {type(schedule).__name__} has sigma(0) = {sigmas[-1]}")
     for t, sigma in zip(times.tolist(), sigmas):
         step = delta * (sigma / sigmas[-1]) ** 2
         for _ in range(n_steps):
@@ -255,6 +263,10 @@ def time_grid(n_steps: int, *, spacing: str = "uniform", schedule: Schedule | No
             raise ValueError(f"spacing={spacing!r} needs t_min > 0 (the log-SNR is infinite at t = 0), "
                              f"e.g. t_min=1e-3; got t_min={t_min}")
         lam_hi, lam_lo = schedule._log_snr(torch.tensor([t_min, t_max], dtype=torch.float64)).tolist()
+        if not (math.isfinite(lam_hi) and math.isfinite(lam_lo)):
+            raise ValueError(f"spacing={spacing!r} needs a finite log-SNR at t_min and t_max; {type(schedule).__name__} "
+                             f"has lambda = {lam_lo} at t_max = {t_max} and {lam_hi} at t_min = {t_min}"
+                             + (" (pass t_max < 1)" if not math.isfinite(lam_lo) else ""))
         if spacing == "log_snr":
             lam = torch.linspace(lam_lo, lam_hi, n_steps + 1, dtype=torch.float64)
         else:
@@ -273,7 +285,7 @@ def _grid(times, n_steps) -> list[float]:
         return time_grid(n_steps).tolist()
     if not isinstance(times, torch.Tensor) or times.dim() != 1 or len(times) < 2:
         raise ValueError("times must be a 1-D tensor of at least two decreasing times")
-    grid = times.detach().double().tolist()  # sync: the grid is read to the host once, before the loop
+    grid = times.detach().to("cpu", torch.float64).tolist()  # sync: the grid is read to the host once, before the loop
     if any(b >= a for a, b in zip(grid, grid[1:])) or not (0.0 <= grid[-1] and grid[0] <= 1.0):
         raise ValueError(f"times must decrease strictly and lie in [0, 1], got {[round(v, 4) for v in grid[:6]]}"
                          + (" ..." if len(grid) > 6 else ""))
@@ -299,6 +311,8 @@ def sample(model, x_T: torch.Tensor, schedule: Schedule, *, method: str = "ddim"
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (0.0 <= eta <= 1.0):
         raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
     _check.labels(y, x_T.shape[0], getattr(model, "n_classes", None))
+    if y is not None and not isinstance(y, torch.Tensor):  # one label: placed on the device once, not per call
+        y = torch.full((x_T.shape[0],), int(y), dtype=torch.long, device=x_T.device)
     grid = _grid(times, _check.positive_int(n_steps, "n_steps"))
     dtype = x_T.dtype if x_T.dtype in (torch.float32, torch.float64) else torch.float32
     at = lambda v: torch.full((x_T.shape[0],), v, dtype=dtype, device=x_T.device)  # noqa: E731  (B,), no sync

@@ -161,37 +161,37 @@ class VPSchedule(Schedule):
     def _raw(self, t):
         raise NotImplementedError
 
-    def _t_from_raw(self, ab, omab):
+    def _t_from_raw(self, ab, one_minus_ab):
         raise NotImplementedError
 
     def _floored(self, t):
         # an affine floor rather than a clamp: smooth in t, so ODE solvers keep their order
         m = self.alpha_bar_min
-        ab, omab, dab = self._raw(t)
-        return m + (1.0 - m) * ab.clamp(0.0, 1.0), (1.0 - m) * omab.clamp(0.0, 1.0), (1.0 - m) * dab
+        ab, one_minus_ab, d_ab = self._raw(t)
+        return m + (1.0 - m) * ab.clamp(0.0, 1.0), (1.0 - m) * one_minus_ab.clamp(0.0, 1.0), (1.0 - m) * d_ab
 
     def _alpha_sigma(self, t):
-        ab, omab, _ = self._floored(t)
-        return ab.sqrt(), omab.sqrt()
+        ab, one_minus_ab, _ = self._floored(t)
+        return ab.sqrt(), one_minus_ab.sqrt()
 
     def _derivatives(self, t):
-        ab, omab, dab = self._floored(t)
-        return dab / (2 * ab.sqrt()), -dab / (2 * omab.sqrt())  # alpha' and sigma' (inf at t = 0)
+        ab, one_minus_ab, d_ab = self._floored(t)
+        return d_ab / (2 * ab.sqrt()), -d_ab / (2 * one_minus_ab.sqrt())  # alpha' and sigma' (inf at t = 0)
 
     def _log_snr(self, t):
-        ab, omab, _ = self._floored(t)
-        return torch.log(ab) - torch.log(omab)
+        ab, one_minus_ab, _ = self._floored(t)
+        return torch.log(ab) - torch.log(one_minus_ab)
 
     def _sde(self, t):
-        ab, _, dab = self._floored(t)
-        return dab / (2 * ab), (-dab / ab).clamp_min(0.0)  # f = alpha_bar'/(2 alpha_bar), g^2 = beta(t) = -alpha_bar'/alpha_bar
+        ab, _, d_ab = self._floored(t)
+        return d_ab / (2 * ab), (-d_ab / ab).clamp_min(0.0)  # f = alpha_bar'/(2 alpha_bar), g^2 = beta(t) = -alpha_bar'/alpha_bar
 
     def _t_from_log_snr(self, lam):
         # alpha_bar = sigmoid(lam), then undo the floor: raw = (alpha_bar - m) / (1 - m)
         m = self.alpha_bar_min
         ab = ((torch.sigmoid(lam) - m) / (1.0 - m)).clamp(0.0, 1.0)
-        omab = (torch.sigmoid(-lam) / (1.0 - m)).clamp(0.0, 1.0)
-        return self._t_from_raw(ab, omab)
+        one_minus_ab = (torch.sigmoid(-lam) / (1.0 - m)).clamp(0.0, 1.0)
+        return self._t_from_raw(ab, one_minus_ab)
 
     def alpha_bar(self, t) -> torch.Tensor:
         """alpha_bar_t = alpha_t^2, the fraction of the signal's variance left at time t, Section 1.3."""
@@ -246,17 +246,17 @@ class LinearSchedule(VPSchedule):
             raise ValueError(f"beta_max must be greater than beta_min, got beta_min={beta_min}, beta_max={beta_max}")
 
     def _raw(self, t):
-        big_b = self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+        B_t = self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
         beta = self.beta_min + (self.beta_max - self.beta_min) * t
-        ab = torch.exp(-big_b)
-        return ab, -torch.expm1(-big_b), -beta * ab
+        ab = torch.exp(-B_t)
+        return ab, -torch.expm1(-B_t), -beta * ab
 
-    def _t_from_raw(self, ab, omab):
+    def _t_from_raw(self, ab, one_minus_ab):
         # B = -log(alpha_bar) (from 1 - alpha_bar where alpha_bar is near 1), then the root of
         # (beta_max - beta_min) t^2 / 2 + beta_min t - B = 0 in a form without cancellation
-        big_b = torch.where(ab < 0.5, -torch.log(ab), -torch.log1p(-omab))
+        B_t = torch.where(ab < 0.5, -torch.log(ab), -torch.log1p(-one_minus_ab))
         d = self.beta_max - self.beta_min
-        return 2 * big_b / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * d * big_b))
+        return 2 * B_t / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * d * B_t))
 
 
 class CosineSchedule(VPSchedule):
@@ -277,19 +277,19 @@ class CosineSchedule(VPSchedule):
         return (t + self.s) / (1 + self.s) * (math.pi / 2)
 
     def _raw(self, t):
-        phi, phi0 = self._phi(t), self._phi(0.0)
-        c0 = math.cos(phi0) ** 2
-        rest = (1 - t) / (1 + self.s) * (math.pi / 2)  # pi/2 - phi_t, exact near t = 1
-        cos_phi, sin_phi = torch.sin(rest), torch.cos(rest)
-        ab = cos_phi**2 / c0
-        omab = torch.sin(phi - phi0) * torch.sin(phi + phi0) / c0  # cos^2 a - cos^2 b = sin(b - a) sin(b + a)
-        dab = -2 * sin_phi * cos_phi * (math.pi / (2 * (1 + self.s))) / c0  # <= 0 on [0, 1]
-        return ab, omab, dab
+        cos2_phi0 = math.cos(self._phi(0.0)) ** 2
+        rate = math.pi / (2 * (1 + self.s))  # d phi_t / dt
+        cos_phi, sin_phi = torch.sin((1 - t) * rate), torch.cos((1 - t) * rate)  # pi/2 - phi_t, exact near t = 1
+        ab = cos_phi**2 / cos2_phi0
+        # cos^2 phi_0 - cos^2 phi_t = sin(phi_t - phi_0) sin(phi_t + phi_0), with phi_t - phi_0 = t * rate
+        one_minus_ab = torch.sin(t * rate) * torch.sin(t * rate + 2 * self._phi(0.0)) / cos2_phi0
+        d_ab = -2 * sin_phi * cos_phi * rate / cos2_phi0  # <= 0 on [0, 1]
+        return ab, one_minus_ab, d_ab
 
-    def _t_from_raw(self, ab, omab):
+    def _t_from_raw(self, ab, one_minus_ab):
         # cos phi = sqrt(ab) cos phi_0 and sin^2 phi = sin^2 phi_0 + (1 - ab) cos^2 phi_0
         phi0 = self._phi(0.0)
-        phi = torch.atan2(torch.sqrt(math.sin(phi0) ** 2 + omab * math.cos(phi0) ** 2), ab.sqrt() * math.cos(phi0))
+        phi = torch.atan2(torch.sqrt(math.sin(phi0) ** 2 + one_minus_ab * math.cos(phi0) ** 2), ab.sqrt() * math.cos(phi0))
         return phi * (2 / math.pi) * (1 + self.s) - self.s
 
 
@@ -314,28 +314,39 @@ class SigmoidSchedule(VPSchedule):
         self.tau = _check.finite_positive(tau, "tau")
 
     def _raw(self, t):
-        sig = lambda u: 1 / (1 + math.exp(-u))  # noqa: E731  (a Python float)
+        rate = (self.end - self.start) / self.tau  # d u_t / dt
         u0, u1 = self.start / self.tau, self.end / self.tau
-        u = (self.start + t * (self.end - self.start)) / self.tau
-        span = sig(u1) - sig(u0)
+        u = u0 + t * rate
+        # sigmoid(a) - sigmoid(b) = sinh((a - b) / 2) / (2 cosh(a / 2) cosh(b / 2)), in logs so that
+        # neither cancels (t near 0 or 1) nor overflows (a small tau): u_end - u_t and u_t - u_start
+        # are formed from 1 - t and t, which float32 holds exactly
+        const = torch.full_like(t, rate / 2)
+        ab = torch.exp(_log_sinh((1 - t) * rate / 2) - _log_sinh(const)
+                       + _log_cosh(torch.full_like(t, u0 / 2)) - _log_cosh(u / 2))
+        one_minus_ab = torch.exp(_log_sinh(t * rate / 2) - _log_sinh(const)
+                                 + _log_cosh(torch.full_like(t, u1 / 2)) - _log_cosh(u / 2))
+        d_ab = -torch.sigmoid(u) * torch.sigmoid(-u) * rate / (_sigmoid(u1) - _sigmoid(u0))  # sigmoid' = s (1 - s)
+        return ab, one_minus_ab, d_ab
 
-        # sigmoid(a) - sigmoid(b) = sinh((a - b) / 2) / (2 cosh(a / 2) cosh(b / 2)) has no
-        # cancellation; u_end - u_t and u_t - u_start are formed from 1 - t and t, which float32
-        # holds exactly. Ratios of the same torch functions make alpha_bar(0) exactly 1.
-        rate = (self.end - self.start) / self.tau
-        const = lambda v: torch.full_like(t, v)  # noqa: E731
-        ab = torch.sinh((1 - t) * rate / 2) / torch.sinh(const(rate / 2)) * torch.cosh(const(u0 / 2)) / torch.cosh(u / 2)
-        omab = torch.sinh(t * rate / 2) / torch.sinh(const(rate / 2)) * torch.cosh(const(u1 / 2)) / torch.cosh(u / 2)
-        su = torch.sigmoid(u)
-        dab = -su * (1 - su) * rate / span
-        return ab, omab, dab
-
-    def _t_from_raw(self, ab, omab):
-        sig = lambda u: 1 / (1 + math.exp(-u))  # noqa: E731
-        v0, v1 = sig(self.start / self.tau), sig(self.end / self.tau)
-        p = torch.where(omab < 0.5, v0 + omab * (v1 - v0), v1 - ab * (v1 - v0))  # sigmoid(u_t)
+    def _t_from_raw(self, ab, one_minus_ab):
+        s0, s1 = _sigmoid(self.start / self.tau), _sigmoid(self.end / self.tau)
+        p = torch.where(one_minus_ab < 0.5, s0 + one_minus_ab * (s1 - s0), s1 - ab * (s1 - s0))  # sigmoid(u_t)
         u = torch.log(p) - torch.log1p(-p)
         return (u * self.tau - self.start) / (self.end - self.start)
+
+
+def _sigmoid(u: float) -> float:
+    return 0.5 * (1 + math.tanh(u / 2))  # no overflow for large |u|
+
+
+def _log_sinh(x: torch.Tensor) -> torch.Tensor:
+    # log sinh(x) for x >= 0: x - log 2 + log(1 - e^{-2x}); -inf at x = 0
+    return x - math.log(2) + torch.log(-torch.expm1(-2 * x))
+
+
+def _log_cosh(x: torch.Tensor) -> torch.Tensor:
+    # log cosh(x) = |x| - log 2 + log(1 + e^{-2|x|})
+    return x.abs() - math.log(2) + torch.log1p(torch.exp(-2 * x.abs()))
 
 
 class VESchedule(Schedule):
@@ -439,6 +450,8 @@ def extract(table: torch.Tensor, k: torch.Tensor, x: torch.Tensor) -> torch.Tens
     if not isinstance(k, torch.Tensor) or k.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"k must be an integer tensor of steps, got {type(k).__name__}"
                         + (f" of dtype {k.dtype}" if isinstance(k, torch.Tensor) else ""))
+    if k.dim() != 1 or k.shape[0] != x.shape[0]:
+        raise ValueError(f"k must have shape ({x.shape[0]},), one step per sample of x, got shape {tuple(k.shape)}")
     if k.numel() and (k.min() < 0 or k.max() >= table.shape[0]):
         raise ValueError(f"k must lie in [0, {table.shape[0] - 1}], got values in [{k.min().item()}, {k.max().item()}]")
     return expand_to(table.to(x.device)[k.to(x.device)], x)  # (B, 1, ..., 1)

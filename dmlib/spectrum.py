@@ -32,7 +32,7 @@ def radial_power_spectrum(images: torch.Tensor, n_bins: int | None = None) -> tu
         raise ValueError(f"images must have shape (B, C, H, W) or (B, H, W), got {tuple(images.shape)}")
     H, W = images.shape[-2:]
     N = min(H, W)
-    x = images.to(torch.float64)
+    x = images.detach().to("cpu", torch.float64)  # a diagnostic on the CPU (no float64 on MPS)
     power = ((torch.fft.fft2(x).abs() ** 2).mean(0) / (H * W)).flatten()  # (H*W,)
     fy = torch.fft.fftfreq(H, dtype=torch.float64)[:, None]
     fx = torch.fft.fftfreq(W, dtype=torch.float64)[None, :]

@@ -137,7 +137,7 @@ class GaussianMixture:
     def _coeffs(self, x, t, schedule):
         _check.schedule(schedule)
         t = _check.batch_time(_check.as_time(t), x)
-        a, s = schedule._alpha_sigma(t.to(torch.float64).cpu())
+        a, s = schedule._alpha_sigma(t.to("cpu", torch.float64))
         return a, s  # (B,), (B,)
 
     def _mask(self, y, n):
@@ -190,7 +190,7 @@ class GaussianMixture:
 
     def _log_pdfs(self, x, t, schedule):
         """log N(x; alpha_t mu_k, alpha_t^2 Sigma_k + sigma_t^2 I) of every component, (B, K)."""
-        x64 = x.to(torch.float64).cpu()  # differentiable: autograd of log_prob gives the score
+        x64 = x.to("cpu", torch.float64)  # differentiable: autograd of log_prob gives the score
         if t is None:
             a = torch.ones(x.shape[0], dtype=torch.float64)
             s = torch.zeros_like(a)
@@ -230,7 +230,7 @@ class GaussianMixture:
         return log_post.to(x.dtype).to(x.device)
 
     def _posterior_terms(self, x, t, schedule, y):
-        x64 = x.to(torch.float64).cpu()  # differentiable in x (the ODE likelihood needs div of the velocity)
+        x64 = x.to("cpu", torch.float64)  # differentiable in x (the ODE likelihood needs div of the velocity)
         a, s = self._coeffs(x, t, schedule)
         mu, cov = self._noised_params(a, s)
         logpdf, sol = self._component_logpdf(x64, mu, cov)

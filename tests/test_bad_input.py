@@ -9,7 +9,8 @@ import gzip
 import pytest
 import torch
 
-from dmlib import data, diffusion, plot, run, schedules, spectrum, toy
+from dmlib import data, diffusion, losses, plot, run, samplers, schedules, spectrum, toy
+from dmlib.nn import MLP
 
 LIN = schedules.LinearSchedule()
 X = torch.zeros(4, 2)
@@ -67,7 +68,7 @@ CASES = {
     "target unknown kind": (lambda: diffusion.target(X, X, 0.5, LIN, "noise"), ValueError, r"kind must be one of"),
     "target x0 / eps shapes": (lambda: diffusion.target(X, torch.zeros(4, 3), 0.5, LIN, "v"), ValueError,
                                r"x0 and eps must have the same shape"),
-    "posterior s >= t": (lambda: diffusion.posterior(X, X, 0.5, 0.5, LIN), ValueError, r"posterior needs s < t"),
+    "posterior s >= t": (lambda: diffusion.posterior(X, X, 0.5, 0.5, LIN), ValueError, r"need s < t: the posterior"),
     "posterior x0 / x_t shapes": (lambda: diffusion.posterior(torch.zeros(4, 3), X, 0.1, 0.5, LIN), ValueError,
                                   r"x0 and x_t must have the same shape"),
     "transition s > t": (lambda: diffusion.transition(0.6, 0.5, LIN), ValueError, r"s must not exceed t"),
@@ -130,6 +131,26 @@ CASES = {
     "scatter2d 3 columns": (lambda: plot.scatter2d(torch.zeros(5, 3)), ValueError, r"x must have shape \(N, 2\)"),
     "time_slider empty times": (lambda: plot.time_slider(lambda t: None, []), ValueError,
                                 r"times must contain at least one time"),
+    # sampler steps and grids
+    "ddim_step s > t": (lambda: samplers.ddim_step(X, X, 0.4, 0.5, LIN), ValueError, r"need s < t: a sampler step"),
+    "ddpm_step s = t": (lambda: samplers.ddpm_step(X, X, 0.5, 0.5, LIN), ValueError, r"need s < t"),
+    "euler_maruyama_step s > t": (lambda: samplers.euler_maruyama_step(X, X, 0.2, 0.3, LIN), ValueError, r"need s < t"),
+    "dpmpp_2m_step to s = 0": (lambda: samplers.dpmpp_2m_step(X, X, 0.1, 0.0, LIN), ValueError, r"needs s > 0"),
+    "dpmpp_2m_step t_prev below t": (lambda: samplers.dpmpp_2m_step(X, X, 0.5, 0.4, LIN, x0_prev=X, t_prev=0.3),
+                                     ValueError, r"t_prev is the earlier step"),
+    "annealed_langevin on VP": (lambda: samplers.annealed_langevin(lambda z, t: z, X, LIN, 3, 2, 0.1), ValueError,
+                                r"sigma\(t\) > 0 at every level.*sigma\(0\) = 0"),
+    "time_grid log_snr on flow": (lambda: samplers.time_grid(4, spacing="log_snr", schedule=schedules.FlowSchedule(),
+                                                             t_min=1e-3), ValueError, r"finite log-SNR.*t_max < 1"),
+    "sample y out of range": (lambda: samplers.sample(MLP(hidden=8, depth=1, n_classes=3), X, LIN, n_steps=2, y=5),
+                              ValueError, r"y must be labels in \[0, 2\]"),
+    "extract k batch": (lambda: schedules.extract(LIN.betas(10), torch.tensor([1, 2, 3]), X[:2]), ValueError,
+                        r"k must have shape \(2,\)"),
+    # losses
+    "weight t float out of range": (lambda: losses.weight(1.5, LIN, "x0"), ValueError, r"t must lie in"),
+    "weight schedule str": (lambda: losses.weight(0.5, "linear", "x0"), TypeError, r"schedule must be a dmlib"),
+    "weight prediction": (lambda: losses.weight(0.5, LIN, "min_snr", prediction="bogus"), ValueError,
+                          r"prediction must be one of"),
     # run
     "set_seed(-1)": (lambda: run.set_seed(-1), ValueError, r"seed must be a non-negative integer, got -1"),
     "get_device unknown": (lambda: run.get_device("gpu"), ValueError, r"prefer \(or DMLIB_DEVICE\) must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got 'gpu'"),

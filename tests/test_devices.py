@@ -28,6 +28,8 @@ from dmlib.nn import MLP
 META = torch.device("meta")
 RANDOM_FUNCTIONS = ("randn", "rand", "randint", "randn_like", "rand_like", "normal", "multinomial", "randperm",
                     "bernoulli")
+RANDOM_METHODS = ("normal_", "uniform_", "bernoulli_", "random_", "exponential_", "geometric_", "cauchy_",
+                  "log_normal_")  # in-place draws on a tensor: they happen on the tensor's own device
 
 
 class DrawGuard:
@@ -45,8 +47,10 @@ class DrawGuard:
         else:
             where = kwargs.get("device") or torch.device("cpu")
         where = torch.device(where)
-        caller = next((f for f in reversed(traceback.extract_stack()[:-2])
-                       if "/dmlib/" in f.filename or "/tests/" in f.filename), None)
+        stack = traceback.extract_stack()[:-2]
+        if "torch/nn/init.py" in stack[-1].filename:
+            return  # a layer's weight initialisation: once, at construction, from torch's global generator
+        caller = next((f for f in reversed(stack) if "/dmlib/" in f.filename or "/tests/" in f.filename), None)
         self.draws.append((name, where, caller.filename if caller else "?"))
         if gen is not None and gen.device.type != where.type:
             self.errors.append(f"torch.{name} with a generator on {gen.device} draws on {where} "
@@ -66,13 +70,25 @@ def guarded_draws():
             return fn(*args, **kwargs)
         return wrapper
 
+    saved_methods = {name: getattr(torch.Tensor, name) for name in RANDOM_METHODS}
+
+    def wrap_method(name, fn):
+        def wrapper(self, *args, **kwargs):
+            guard.check(name, (self, *args), {**kwargs, "device": self.device})
+            return fn(self, *args, **kwargs)
+        return wrapper
+
     for name, fn in saved.items():
         setattr(torch, name, wrap(name, fn))
+    for name, fn in saved_methods.items():
+        setattr(torch.Tensor, name, wrap_method(name, fn))
     try:
         yield guard
     finally:
         for name, fn in saved.items():
             setattr(torch, name, fn)
+        for name, fn in saved_methods.items():
+            setattr(torch.Tensor, name, fn)
     assert not guard.errors, "\n".join(guard.errors[:5])
 
 
@@ -169,6 +185,9 @@ def test_the_guard_rejects_what_broke_on_a_gpu():
     with pytest.raises(AssertionError, match="not through dmlib.noise"):
         with guarded_draws():
             exec(compile("torch.randn(3)", "/x/dmlib/fake.py", "exec"), {"torch": torch})
+    with pytest.raises(AssertionError, match="normal_ called in .*fake.py"):
+        with guarded_draws():
+            exec(compile("torch.empty(3).normal_()", "/x/dmlib/fake.py", "exec"), {"torch": torch})
 
 
 def test_noise_helper_moves_draws_and_keeps_cpu_numbers():
@@ -242,3 +261,67 @@ def test_heun_makes_the_advertised_number_of_evaluations():
             calls.clear()
             samplers.sample(counting, torch.randn(4, 2), FLOW, method=method, times=times, generator=cpu_gen())
             assert len(calls) == samplers.nfe(method, 6, t_min=times[-1].item()), (method, times[-1])
+
+
+# -- no float64 on the device (Apple's MPS has none) ------------------------------------------------
+class NoFloat64OnDevice(torch.overrides.TorchFunctionMode):
+    """Fails on any torch call that returns a float64 tensor on a non-CPU device."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for o in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(o, torch.Tensor) and o.dtype == torch.float64 and o.device.type != "cpu":
+                self.seen.append(getattr(func, "__name__", str(func)))
+        return out
+
+
+def test_no_float64_reaches_the_device():
+    """Python-float times (a double each) and float64 tables must never be moved to the device
+    as float64: inputs live on ``meta`` in float32, standing for MPS."""
+    x = torch.empty(8, 2, device=META)
+    model = meta_mlp()
+    with NoFloat64OnDevice() as mode:
+        diffusion.q_sample(x, 0.3, LIN, generator=cpu_gen())
+        diffusion.q_step(x, 0.2, 0.3, LIN, generator=cpu_gen())
+        diffusion.posterior(x, x, 0.2, 0.3, LIN)
+        diffusion.convert(x, x, 0.4, LIN, src="eps", dst="velocity")
+        diffusion.target(x, x, 0.4, LIN, "v")
+        samplers.predict(model, x, 0.5, LIN, "x0")
+        samplers.ddim_step(x, x, 0.5, 0.4, LIN, eta=0.5, generator=cpu_gen())
+        samplers.dpmpp_2m_step(x, x, 0.5, 0.4, LIN, x0_prev=x, t_prev=0.6)
+        samplers.euler_step(x, x, 0.5, 0.4)
+        for method in samplers.METHODS:
+            samplers.sample(model, x, LIN, method=method, n_steps=3, generator=cpu_gen(),
+                            times=samplers.time_grid(3, spacing="log_snr", schedule=LIN, t_min=1e-3))
+        losses.diffusion_loss(LIN, weighting="elbo_eps")(model, x, None, cpu_gen())
+        model(x, 0.5)
+    assert not mode.seen, f"float64 on the device from: {sorted(set(mode.seen))}"
+
+
+def test_float64_guard_sees_a_double_time_moved_to_the_device():
+    with pytest.raises(AssertionError, match="float64 on the device"):
+        with NoFloat64OnDevice() as mode:
+            torch.tensor([0.5], dtype=torch.float64).to(META)
+        assert not mode.seen, f"float64 on the device from: {sorted(set(mode.seen))}"
+
+
+@pytest.mark.parametrize("loss_name", ["eps", "elbo", "flow"])
+def test_a_real_training_step_reads_nothing_back(loss_name):
+    """dmlib's own MLP and losses, trained by dmlib's loop: the host reads do not grow with the
+    number of steps (the loop reads the loss once per logging interval, and at the end)."""
+    make = {"eps": lambda: (losses.diffusion_loss(LIN), "eps"),
+            "elbo": lambda: (losses.diffusion_loss(LIN, weighting="elbo_eps"), "eps"),
+            "flow": lambda: (losses.flow_matching_loss(), "velocity")}[loss_name]
+    data = toy.GaussianMixture.eight_gaussians().sample(512, generator=cpu_gen(2))
+    counts = []
+    for steps in (10, 30):
+        loss, kind = make()
+        config = train.TrainConfig(steps=steps, batch_size=32, log_every=1000, progress=False, device="cpu")
+        with count_syncs() as log:
+            train.train(MLP(hidden=16, depth=1, prediction=kind), loss, data, config)
+        counts.append(log.count)
+    assert counts[0] == counts[1] <= 2, f"{counts} host reads for 10 and 30 steps:\n{log.report()}"

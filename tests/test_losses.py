@@ -109,3 +109,22 @@ def test_paired_flow_matching_uses_the_stored_noise():
         paired(model, x0)
     with pytest.raises(ValueError, match=r"got \(64, 3, 2\)"):
         paired(model, torch.randn(64, 3, 2))
+
+
+@pytest.mark.parametrize("name", ["linear", "ve", "flow"])
+def test_min_snr_weight_is_the_same_x0_weight_for_every_target(name):
+    """Min-SNR-gamma weighs the x0-error by min(SNR, gamma) whatever the network predicts: the
+    eps- and v-losses, times their weights, equal the x0-loss times min(SNR, gamma), for any
+    schedule (the v factor sigma^2 / (alpha^2 + sigma^2)^2 is 1 / (1 + SNR) only for VP)."""
+    sch = schedules.get_schedule(name)
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(64, generator=g, dtype=torch.float64) * 0.98 + 0.01
+    x0, eps = torch.randn(64, 3, generator=g, dtype=torch.float64), torch.randn(64, 3, generator=g, dtype=torch.float64)
+    x_t = diffusion.q_sample(x0, t, sch, eps)
+    x0_hat = x0 + 0.1 * torch.randn(64, 3, generator=g, dtype=torch.float64)  # an imperfect prediction
+    x0_err = ((x0_hat - x0) ** 2).sum(1)
+    ref = sch.snr(t).clamp(max=5.0) * x0_err
+    for kind in ("eps", "v", "x0"):
+        pred = diffusion.convert(x0_hat, x_t, t, sch, src="x0", dst=kind)
+        err = ((pred - diffusion.target(x0, eps, t, sch, kind)) ** 2).sum(1)
+        torch.testing.assert_close(losses.weight(t, sch, "min_snr", prediction=kind) * err, ref, rtol=1e-8, atol=1e-12)

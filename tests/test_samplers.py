@@ -5,7 +5,7 @@ the sampler's own (Chapter 4's method). Also DDIM(eta=1) = DDPM, and agreement w
 import pytest
 import torch
 
-from dmlib import metrics, samplers, schedules, toy
+from dmlib import diffusion, metrics, samplers, schedules, toy
 from dmlib.diffusion import q_sample
 
 MIX = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], torch.tensor([0.5, 0.4]), weights=[0.3, 0.7])
@@ -235,3 +235,16 @@ def test_annealed_langevin_is_langevin_at_each_level():
 def test_nfe_table():
     assert samplers.nfe("heun", 10) == 19 and samplers.nfe("heun", 10, t_min=1e-3) == 20
     assert all(samplers.nfe(m, 7) == 7 for m in samplers.METHODS if m != "heun")
+
+
+@pytest.mark.parametrize("sched", ["flow", "ve", "linear"])
+def test_ddpm_and_posterior_stay_finite_at_the_ends(sched):
+    # at t = 1 the flow path has alpha_1 = 0: the posterior's x_t coefficient is 0, not 0 * inf
+    schedule = schedules.get_schedule(sched)
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(8))
+    mean, var = diffusion.posterior(x, x, 0.9, 1.0, schedule)
+    assert torch.isfinite(mean).all() and torch.isfinite(var).all()
+    den = EIGHT.denoiser(schedule, "velocity" if sched == "flow" else "eps")
+    out = samplers.sample(den, x * (schedule.sigma(1.0).item()), schedule, method="ddpm", n_steps=20,
+                          generator=torch.Generator().manual_seed(9))
+    assert torch.isfinite(out).all()

@@ -201,14 +201,26 @@ def test_output_dtype_follows_t(name):
         assert sch.alpha_bar(t32).dtype == torch.float32 and sch.alpha_bar(0.5).dtype == torch.float64
 
 
-@pytest.mark.parametrize("name", ALL_NAMES)
+FLOAT32_CASES = {name: (lambda n=name: S.get_schedule(n)) for name in ALL_NAMES}
+FLOAT32_CASES["sigmoid, tau = 0.03"] = lambda: S.SigmoidSchedule(-3.0, 3.0, tau=0.03)  # rate 200: sinh overflows
+FLOAT32_CASES["ve, wide"] = lambda: S.VESchedule(0.002, 80.0)
+
+
+@pytest.mark.parametrize("name", FLOAT32_CASES)
 def test_float32_agrees_with_float64(name):
     """Evaluated natively in float32 (no float64 on the device), every coefficient keeps the
     accuracy float32 allows: 1e-5 relative on alpha and sigma, 1e-4 absolute on log-SNR,
-    for t in [0.001, 0.999] (near t = 0, 1 - alpha_bar needs expm1 or a product form)."""
-    sch = S.get_schedule(name)
-    t32 = torch.linspace(0.001, 0.999, 999, dtype=torch.float32)
-    t64 = t32.double()  # the same times, so only the evaluation differs
+    for t in [0.001, 0.999] and on log-spaced times down to 1e-6 from either end (near t = 0,
+    1 - alpha_bar needs expm1 or a product form; near t = 1, alpha_bar does)."""
+    sch = FLOAT32_CASES[name]()
+    ends = torch.logspace(-6, -3, 31)
+    t32 = torch.cat([ends, torch.linspace(0.001, 0.999, 999), 1 - ends]).float()
+    a64, s64 = sch.alpha_sigma(t32.double())  # the same times, so only the evaluation differs
+    # where alpha^2 or sigma^2 falls below float32's smallest normal number (the sharp sigmoid
+    # at its ends), no float32 formula can hold it: those times are left out
+    keep = (a64**2 > 1e-37) & (s64**2 > 1e-37)
+    t32, t64 = t32[keep], t32.double()[keep]
+    assert keep.float().mean() > 0.9
     for m in ("alpha", "sigma"):
         torch.testing.assert_close(getattr(sch, m)(t32).double(), getattr(sch, m)(t64), rtol=1e-5, atol=0)
     torch.testing.assert_close(sch.log_snr(t32).double(), sch.log_snr(t64), rtol=0, atol=1e-4)
@@ -227,6 +239,21 @@ def test_float32_check_sees_a_cancelling_formula(monkeypatch):
     monkeypatch.setattr(S.LinearSchedule, "_raw", naive)
     with pytest.raises(AssertionError):
         test_float32_agrees_with_float64("linear")
+
+
+def test_float32_check_sees_the_sigmoid_overflow(monkeypatch):
+    """... and sees a sigmoid schedule whose sinh overflows for a small temperature."""
+    def direct(self, t):
+        rate, u0, u1 = (self.end - self.start) / self.tau, self.start / self.tau, self.end / self.tau
+        u = u0 + t * rate
+        span = torch.sinh(torch.full_like(t, rate / 2))
+        ab = torch.sinh((1 - t) * rate / 2) / span * math.cosh(u0 / 2) / torch.cosh(u / 2)
+        one_minus = torch.sinh(t * rate / 2) / span * math.cosh(u1 / 2) / torch.cosh(u / 2)
+        return ab, one_minus, -torch.sigmoid(u) * (1 - torch.sigmoid(u)) * rate
+    monkeypatch.setattr(S.SigmoidSchedule, "_raw", direct)
+    test_float32_agrees_with_float64("sigmoid")  # fine at tau = 1
+    with pytest.raises(AssertionError):
+        test_float32_agrees_with_float64("sigmoid, tau = 0.03")
 
 
 VP_RAW = {"linear": S.LinearSchedule._raw}
