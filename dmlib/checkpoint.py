@@ -1,24 +1,25 @@
-"""Checkpoints: safetensors weights beside a JSON record, saved atomically, verified on load. Chapter 10.
+"""Checkpoints on disk: safetensors weights beside a JSON record, saved atomically, verified on load. Chapter 10.
 
 A checkpoint ``NAME`` is two files in one folder:
 
 * ``NAME.safetensors``: the tensors. safetensors stores raw arrays behind a JSON header, so
   loading one runs no code (``torch.save`` writes a pickle, and unpickling can run anything);
 * ``NAME.json``: the record: config, data source, seed, step, metrics, versions, device,
-  creation time, code commit, and the sha256 of ``NAME.safetensors``.
+  creation time, code commit, the sha256 of ``NAME.safetensors``, and ``record_sha256``, the
+  sha256 of the record's own content, so that a hand edit or a damaged byte in the record is
+  refused as surely as one in the weights.
 
 Saving writes both files to temporary names, flushed to disk, then renames them into place
 (a rename is atomic), weights first; until the new record is in place the previous weights
 are kept as ``NAME.safetensors.prev``. A crash at any moment therefore leaves a checkpoint
-whose record and weights agree. Loading checks the sha256 before reading a single tensor, so
-a truncated or damaged file is refused with a message naming it; nothing half-written is ever
-loaded.
+whose record and weights agree. Loading checks both hashes before reading a single tensor,
+so a truncated, damaged or edited file is refused with a message naming it; nothing
+half-written is ever loaded.
 
 A model checkpoint holds one model's ``state_dict``; a training state (:func:`save_training_state`)
 also holds the EMA weights, the optimiser's moments, the generator's state and the loss
-history, so that :func:`dmlib.train.train` resumes exactly. :func:`load_or_train` is what a
-chapter calls: it loads the shipped weights or trains at the declared budget, as
-:func:`dmlib.run.checkpoint_policy` decides.
+history, so that :func:`dmlib.train.train` resumes exactly. Shipped checkpoints and
+``load_or_train`` are in :mod:`dmlib.shipped`.
 """
 
 from __future__ import annotations
@@ -28,10 +29,8 @@ import datetime
 import hashlib
 import json
 import os
-import re
 import subprocess
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -40,18 +39,16 @@ import safetensors.torch
 import torch
 
 from . import __version__
-from .run import cache_dir, checkpoint_policy, get_device
 
-FORMAT = 1  # version of the record's layout
+FORMAT = 2  # version of the record's layout (2: the record carries record_sha256)
 STORE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what floating weights may be stored as
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # checkpoint names of load_or_train (no folders)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint exists but cannot be used: damaged, incomplete, or not for this model. Chapter 10."""
 
 
-# -- files ------------------------------------------------------------------------------------
+# -- files and atomic writes ------------------------------------------------------------------
 def files(path) -> tuple[Path, Path]:
     """The two files of checkpoint ``path``: ``(NAME.safetensors, NAME.json)``. Chapter 10.
 
@@ -73,6 +70,17 @@ def exists(path) -> bool:
     """True when anything of checkpoint ``path`` is on disk (loading then says whether it is usable). Chapter 10."""
     weights, record = files(path)
     return weights.exists() or record.exists() or _backup(weights).exists()
+
+
+def unfinished_first_save(path) -> bool:
+    """True when only ``NAME.safetensors`` is on disk: no record and no backup beside it. Chapter 10.
+
+    That is what a first save leaves when it is killed between renaming its weights into place
+    and renaming its record: the file was never a checkpoint (nothing says what it holds or
+    lets its hash be checked), so a training run may treat it as absent and overwrite it.
+    """
+    weights, record = files(path)
+    return weights.exists() and not record.exists() and not _backup(weights).exists()
 
 
 def _sha256(data: bytes) -> str:
@@ -110,19 +118,24 @@ def _fsync_folder(folder: Path) -> None:
 def _commit(weights: Path, record: Path, data: bytes, text: str) -> None:
     """Put new weights and record in place so that a crash at any moment leaves a usable pair."""
     # 1. both new files complete on disk under temporary names
-    tmp_weights = _write_temp(weights, data)
+    temps = [_write_temp(weights, data)]
     try:
-        tmp_record = _write_temp(record, text.encode())
-    except BaseException:
-        os.unlink(tmp_weights)
-        raise
-    # 2. keep the weights the current record names until the new record replaces it
-    #    (after an interrupted save the backup is the one it names: leave it)
-    if _matches_record(weights, record):
-        os.replace(weights, _backup(weights))
-    # 3. weights first, then the record whose hash names them
-    os.replace(tmp_weights, weights)
-    os.replace(tmp_record, record)
+        temps.append(_write_temp(record, text.encode()))
+        # 2. keep the weights the current record names until the new record replaces it
+        #    (after an interrupted save the backup is the one it names: leave it)
+        if _matches_record(weights, record):
+            os.replace(weights, _backup(weights))
+        # 3. weights first, then the record whose hash names them
+        os.replace(temps[0], weights)
+        os.replace(temps[1], record)
+    except OSError as err:
+        if len(temps) < 2:
+            raise  # writing the record failed (e.g. a full disk): that error says it best
+        raise CheckpointError(f"could not put checkpoint {weights} in place ({err}); the previous "
+                              "checkpoint, if any, is still the one its record names") from err
+    finally:
+        for tmp in temps:  # renamed ones are gone already
+            tmp.unlink(missing_ok=True)
     _backup(weights).unlink(missing_ok=True)
     _fsync_folder(weights.parent)
 
@@ -197,21 +210,30 @@ def _new_record(kind: str, *, config, data_source, seed, step, metrics, device: 
     }
 
 
+def _record_sha256(record: dict) -> str:
+    """The sha256 of ``record``'s canonical JSON (sorted keys, no spaces), its own hash left out."""
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
 def _save(path, tensors: dict[str, torch.Tensor], record: dict) -> dict:
-    """Serialise ``tensors``, add the weights' hash to ``record``, write both atomically."""
+    """Serialise ``tensors``, add the weights' hash and the record's own to ``record``, write both atomically."""
     weights, record_file = files(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     data = safetensors.torch.save(tensors)
-    record = {**record, "weights": weights.name, "sha256": _sha256(data), "bytes": len(data)}
+    # as JSON will read it back (tuples become lists, keys strings), so that the hash is of what is read
+    record = json.loads(json.dumps({**record, "weights": weights.name, "sha256": _sha256(data), "bytes": len(data)}))
+    record["record_sha256"] = _record_sha256(record)
     _commit(weights, record_file, data, json.dumps(record, indent=2) + "\n")
     return record
 
 
 def read_record(path) -> dict:
-    """The JSON record of checkpoint ``path``, checked to be one. Chapter 10.
+    """The JSON record of checkpoint ``path``, checked against its own sha256. Chapter 10.
 
     Raises FileNotFoundError when no file of the checkpoint exists, :class:`CheckpointError`
-    when the record is missing beside the weights or is not a valid record.
+    when the record is missing beside the weights, is not a valid record, or was changed
+    after saving.
     """
     weights, record = files(path)
     if not record.exists():
@@ -226,9 +248,22 @@ def read_record(path) -> dict:
                               "it was damaged or edited by hand") from None
     if not isinstance(out, dict) or not isinstance(out.get("sha256"), str):
         raise CheckpointError(f"checkpoint record {record} has no sha256 of its weights; it is not a dmlib record")
-    if out.get("format", 0) > FORMAT:
-        raise CheckpointError(f"checkpoint record {record} has format {out['format']}, newer than this dmlib "
+    fmt = out.get("format")
+    if isinstance(fmt, bool) or not isinstance(fmt, int):
+        raise CheckpointError(f"checkpoint record {record} has format {fmt!r}, not an integer; "
+                              "it was damaged or edited by hand")
+    if fmt > FORMAT:
+        raise CheckpointError(f"checkpoint record {record} has format {fmt}, newer than this dmlib "
                               f"(reads format {FORMAT}); update dmlib")
+    saved = out.get("record_sha256")
+    if not isinstance(saved, str):
+        raise CheckpointError(f"checkpoint record {record} has no record_sha256 (format {fmt}; dmlib writes "
+                              f"format {FORMAT}), so its content cannot be checked; save the checkpoint again")
+    digest = _record_sha256(out)
+    if digest != saved:
+        raise CheckpointError(f"checkpoint record {record} was changed after saving (its content hashes to "
+                              f"{digest[:12]}... but its record_sha256 says {saved[:12]}...): it was edited by "
+                              "hand or damaged; restore it or save the checkpoint again")
     return out
 
 
@@ -319,7 +354,7 @@ def _to_host(tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Te
 def load_model(path, model: torch.nn.Module, *, prefix: str = "") -> dict:
     """Load checkpoint ``path`` into ``model`` (in place, on the model's device and dtype). Chapter 10.
 
-    The weights' sha256 is checked against the record first; a model whose architecture does
+    The record's and the weights' sha256 are checked first; a model whose architecture does
     not fit (missing, unexpected or differently shaped tensors) is refused with the offending
     names. ``prefix="ema."`` (or ``"model."``) reads one model out of a training state.
     Returns the record.
@@ -346,27 +381,42 @@ def _split_tensors(obj, prefix: str, tensors: dict):
     return obj
 
 
-def _join_tensors(obj, tensors: dict):
+def _stored(tensors: dict, key, weights: Path) -> torch.Tensor:
+    """``tensors[key]``, or a clear error when the record names a tensor the weights file lacks."""
+    if not isinstance(key, str) or key not in tensors:
+        raise CheckpointError(f"checkpoint record {weights.stem}.json names the tensor {key!r}, which {weights} "
+                              "does not hold: the two files were not saved together")
+    return tensors[key]
+
+
+def _join_tensors(obj, tensors: dict, weights: Path):
     """Inverse of :func:`_split_tensors`."""
     if isinstance(obj, dict):
         if set(obj) == {"__tensor__"}:
-            return tensors[obj["__tensor__"]]
-        return {k: _join_tensors(v, tensors) for k, v in obj.items()}
+            return _stored(tensors, obj["__tensor__"], weights)
+        return {k: _join_tensors(v, tensors, weights) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_join_tensors(v, tensors) for v in obj]
+        return [_join_tensors(v, tensors, weights) for v in obj]
     return obj
 
 
 def save_training_state(path, *, model: torch.nn.Module, ema: torch.nn.Module | None, optimizer, scheduler,
                         generator: torch.Generator, step: int, history: list, running=(), config=None,
-                        data_source: str | None = None, metrics: dict | None = None) -> dict:
+                        inputs: dict | None = None, data_source: str | None = None,
+                        metrics: dict | None = None) -> dict:
     """Save everything a training run needs to continue exactly (Chapter 10).
 
     Tensors (model as ``model.*``, EMA as ``ema.*``, optimiser state as ``optim.state.<i>.<name>``,
     the generator's state, this log interval's losses ``running``) go to NAME.safetensors in
-    full precision; the optimiser's and scheduler's other settings, the step and the loss
-    history go to the JSON record. Returns the record.
+    full precision; the optimiser's and scheduler's other settings, the step, the loss
+    history and ``inputs`` (short strings describing what the run reads besides its config,
+    e.g. ``{"loss": ..., "data": ...}``, which a resumption compares) go to the record.
+    Returns the record.
     """
+    if inputs is not None and not (isinstance(inputs, dict)
+                                   and all(isinstance(v, (str, type(None))) for v in inputs.values())):
+        raise TypeError(f"inputs must be a dict of strings (descriptions of the loss, the data, ...) or None, "
+                        f"got {inputs!r}")
     tensors = {f"model.{k}": _to_host(v) for k, v in model.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": _to_host(v) for k, v in ema.state_dict().items()})
@@ -375,6 +425,7 @@ def save_training_state(path, *, model: torch.nn.Module, ema: torch.nn.Module | 
     config = _config_dict(config)
     record = _new_record("training_state", config=config, data_source=data_source, seed=(config or {}).get("seed"),
                          step=step, metrics=metrics, device=_device_of(model), dtype=None)
+    record["inputs"] = dict(inputs) if inputs is not None else None
     record["history"] = [list(entry) for entry in history]
     record["optimizer"] = _split_tensors(optimizer.state_dict(), "optim", tensors)
     record["scheduler"] = _split_tensors(scheduler.state_dict(), "sched", tensors) if scheduler is not None else None
@@ -397,142 +448,15 @@ def load_training_state(path, *, model: torch.nn.Module, ema: torch.nn.Module | 
     _load_state(model, tensors, "model.", weights, record)
     if ema is not None:
         _load_state(ema, tensors, "ema.", weights, record)
-    state = _join_tensors(record["optimizer"], tensors)
-    state["state"] = {int(k): v for k, v in state["state"].items()}  # JSON keys are strings; torch's are ints
-    optimizer.load_state_dict(state)
-    if scheduler is not None:
-        scheduler.load_state_dict(_join_tensors(record["scheduler"], tensors))
-    generator.set_state(tensors["generator"])
-    return {"step": record["step"], "history": [tuple(entry) for entry in record["history"]],
-            "running": tensors["running_loss"], "record": record}
-
-
-# -- shipped checkpoints and their manifest ---------------------------------------------------
-def shipped_dir() -> Path:
-    """The folder of shipped checkpoints: ``$DMLIB_CHECKPOINTS``, else the repository's ``checkpoints/``. Chapter 7."""
-    env = os.environ.get("DMLIB_CHECKPOINTS")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "checkpoints"
-
-
-def manifest(folder=None) -> dict:
-    """The entries of ``folder/MANIFEST.json`` (default :func:`shipped_dir`), ``{file name: {"sha256",
-    "bytes"}}``, or ``{}`` when there is no manifest. Chapter 7."""
-    path = Path(folder if folder is not None else shipped_dir()) / "MANIFEST.json"
-    if not path.exists():
-        return {}
+    state = _join_tensors(record.get("optimizer"), tensors, weights)
     try:
-        out = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
-    if not isinstance(out, dict) or not all(isinstance(v, dict) and "sha256" in v for v in out.values()):
-        raise CheckpointError(f"{path} must map file names to {{'sha256': ..., 'bytes': ...}}")
-    return out
-
-
-def write_manifest(folder=None) -> Path:
-    """Write ``folder/MANIFEST.json`` listing every checkpoint in ``folder`` with its sha256, after
-    checking each file against its record (the step before shipping weights). Chapter 7."""
-    folder = Path(folder if folder is not None else shipped_dir())
-    entries = {}
-    for weights in sorted(folder.glob("*.safetensors")):
-        record = read_record(weights)
-        data = _verified_bytes(weights, record)
-        entries[weights.name] = {"sha256": _sha256(data), "bytes": len(data)}
-    path = folder / "MANIFEST.json"
-    os.replace(_write_temp(path, (json.dumps(entries, indent=2) + "\n").encode()), path)
-    return path
-
-
-def _check_manifest(weights: Path) -> None:
-    """When the shipped folder has a manifest, the file must be listed in it with the same sha256."""
-    entries = manifest(weights.parent)
-    if not entries:
-        return
-    entry = entries.get(weights.name)
-    if entry is None:
-        raise CheckpointError(f"{weights} is not listed in {weights.parent / 'MANIFEST.json'}; it was not shipped")
-    digest = _sha256(weights.read_bytes())
-    if digest != entry["sha256"]:
-        raise CheckpointError(f"{weights} does not match {weights.parent / 'MANIFEST.json'} (sha256 {digest[:12]}... "
-                              f"but the manifest says {entry['sha256'][:12]}...): it is not the shipped file")
-
-
-# -- load or train ----------------------------------------------------------------------------
-def _trained(out):
-    """train_fn's result as (model, metrics)."""
-    model, metrics = out if isinstance(out, tuple) else (out, None)
-    if not isinstance(model, torch.nn.Module) or not (metrics is None or isinstance(metrics, dict)):
-        raise TypeError("train_fn must return the trained model, or (model, metrics dict); "
-                        f"got {type(out).__name__}")
-    return model, metrics
-
-
-def load_or_train(name: str, build_model, train_fn, *, config, data_source: str | None = None,
-                  device=None) -> tuple[torch.nn.Module, dict]:
-    """A trained model for checkpoint ``name``: loaded when it exists, trained when it should be. Chapter 7.
-
-    ``build_model()`` returns a fresh model of the architecture; ``train_fn(model)`` trains it
-    and returns the model to keep (e.g. ``train(...).best``, the EMA weights), optionally with
-    a dict of metrics. ``config`` is the configuration ``train_fn`` trains with (a dataclass or
-    dict): it is recorded, and its hash names the cached file, so a quick budget and a full
-    one never share a file. ``device`` (default :func:`dmlib.run.get_device`) is where the
-    model is returned and what :func:`dmlib.run.checkpoint_policy` decides with:
-
-    * ``"load"``: the shipped ``NAME.safetensors`` of :func:`shipped_dir`; missing, it is an
-      error that says how to train instead (never an unannounced long training);
-    * ``"train"``: the cached ``NAME-<config hash>.safetensors`` in :func:`dmlib.run.cache_dir`
-      when present; otherwise train once and save it there. A damaged cached file is an error,
-      not a silent retraining.
-
-    Returns ``(model, record)``, the model in eval mode; prints one line saying what it did.
-    """
-    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
-        raise ValueError(f"name must be a checkpoint name of letters, digits, '_', '.', '-' (no folders), got {name!r}")
-    if not callable(build_model) or not callable(train_fn):
-        raise TypeError("build_model and train_fn must be callables: build_model() -> model, train_fn(model) -> model")
-    device = get_device(None if device is None else str(device))
-    policy = checkpoint_policy(device)
-    model = build_model()
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"build_model() must return a torch.nn.Module, got {type(model).__name__}")
-    if policy == "load":
-        model, record = _load_shipped(name, model, device)
-    else:
-        model, record = _load_cached_or_train(name, model, train_fn, config, data_source, device)
-    return model.to(device).eval(), record
-
-
-def _load_shipped(name: str, model: torch.nn.Module, device) -> tuple[torch.nn.Module, dict]:
-    weights, _ = files(shipped_dir() / name)
-    if not weights.exists():
-        raise FileNotFoundError(
-            f"the shipped checkpoint {weights} is missing. On this machine ({device.type}, full mode) {name!r} is "
-            "loaded rather than trained, because its full budget is meant for a GPU. To train it instead, run in "
-            "quick mode (DMLIB_MODE=quick: a tiny budget, in seconds) or on a CUDA GPU; or put the file back "
-            "(DMLIB_CHECKPOINTS may name the folder that holds it)"
-        )
-    _check_manifest(weights)
-    record = load_model(weights, model)
-    print(f"{name}: loaded the shipped checkpoint {weights} (step {record.get('step')}, "
-          f"trained on {record.get('device')}, {record.get('created')})")
-    return model, record
-
-
-def _load_cached_or_train(name, model, train_fn, config, data_source, device) -> tuple[torch.nn.Module, dict]:
-    path = cache_dir() / f"{name}-{config_hash(config)}"
-    weights, record_file = files(path)
-    if exists(path):
-        try:
-            record = load_model(path, model)
-        except (CheckpointError, FileNotFoundError) as err:
-            raise type(err)(f"{err}. Delete {weights} and {record_file} to train {name!r} again") from None
-        print(f"{name}: loaded {weights} (trained earlier with this config)")
-        return model, record
-    start = time.perf_counter()
-    model, metrics = _trained(train_fn(model.to(device)))
-    seconds = time.perf_counter() - start
-    cfg = _config_dict(config) or {}
-    record = save_model(path, model, config=config, data_source=data_source, seed=cfg.get("seed"),
-                        step=cfg.get("steps"), metrics={**(metrics or {}), "train_seconds": round(seconds, 3)})
-    print(f"{name}: trained in {seconds:.1f} s on {device.type} and saved to {weights}")
-    return model, record
+        state["state"] = {int(k): v for k, v in state["state"].items()}  # JSON keys are strings; torch's are ints
+        optimizer.load_state_dict(state)
+        if scheduler is not None:
+            scheduler.load_state_dict(_join_tensors(record.get("scheduler"), tensors, weights))
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"checkpoint {weights} does not fit this optimiser and learning-rate schedule "
+                              f"({type(err).__name__}: {err})") from None
+    generator.set_state(_stored(tensors, "generator", weights))
+    return {"step": record["step"], "history": [tuple(entry) for entry in record["history"]],
+            "running": _stored(tensors, "running_loss", weights), "record": record}

@@ -126,7 +126,7 @@ def describe(device: torch.device | None = None) -> str:
 
 
 def checkpoint_policy(device: torch.device | str | None = None) -> str:
-    """How :func:`dmlib.checkpoint.load_or_train` gets a trained model: ``"train"`` or ``"load"``. Chapter 7.
+    """How :func:`dmlib.shipped.load_or_train` gets a trained model: ``"train"`` or ``"load"``. Chapter 7.
 
     * quick mode: ``"train"``, since the tiny budget trains in seconds anywhere;
     * full mode on CUDA: ``"train"``, from scratch: the full budgets take minutes on one GPU;

@@ -11,13 +11,17 @@ A training step never reads a value back to the host: the losses stay on the dev
 read once per ``log_every`` steps. With ``config.checkpoint`` set, the whole training state
 (model, EMA, optimiser, learning-rate schedule, generator, loss history) is saved with
 :mod:`dmlib.checkpoint`, and a run that was interrupted continues from its last save and ends
-exactly where an uninterrupted run would have (Chapter 10).
+exactly where an uninterrupted run would have (Chapter 10). It continues only the same run:
+the same config, loss and data, which the checkpoint's record describes.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
+import re
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -103,16 +107,43 @@ def _check_config(config, data, labels, model):
         raise ValueError("config.label_dropout > 0 needs a class-conditional model (model.n_classes)")
 
 
-def _check_same_run(saved: dict | None, config: TrainConfig, path: str) -> None:
-    """Refuse to resume a checkpoint written with different settings (it would be another run)."""
-    now = asdict(config)
-    saved = saved or {}
-    differ = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
-    if differ:
-        diffs = ", ".join(f"{k}: saved {saved.get(k)!r}, now {now[k]!r}" for k in differ)
+def _describe(obj) -> str:
+    """A short description of a loss or a data sampler that is the same in every session:
+    its repr without memory addresses (a function's repr names it, ``toy.DataSampler``'s names
+    its data), with the ``schedule`` and ``weighting`` a loss of :mod:`dmlib.losses` carries."""
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(obj))
+    for attr in ("schedule", "weighting"):
+        if hasattr(obj, attr):
+            text += f", {attr}={getattr(obj, attr)!r}"
+    return text
+
+
+def _describe_tensor(tensor: torch.Tensor) -> str:
+    """Shape, dtype and sha256 of a data tensor (one pass over its bytes, on the host)."""
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)  # (N,); a copy only from another device
+    digest = hashlib.sha256(flat.view(torch.uint8).numpy()).hexdigest()  # the raw bytes, no copy
+    return f"tensor {tuple(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')} sha256 {digest[:16]}"
+
+
+def _inputs(loss, data, labels) -> dict:
+    """What a run reads besides its config, as the checkpoint records it for a resumption to compare."""
+    return {"loss": _describe(loss),
+            "data": _describe(data) if callable(data) else _describe_tensor(data),
+            "labels": _describe_tensor(labels) if labels is not None else None}
+
+
+def _check_same_run(record: dict, config: TrainConfig, inputs: dict, path: str) -> None:
+    """Refuse to resume a checkpoint written with other settings, loss or data (it would be another run)."""
+    now, saved = asdict(config), record.get("config") or {}
+    diffs = [f"{k}: saved {saved.get(k)!r}, now {now[k]!r}" for k in now
+             if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    saved = record.get("inputs") or {}
+    diffs += [f"{k}: saved {saved.get(k)!r}, now {inputs[k]!r}" for k in inputs if saved.get(k) != inputs[k]]
+    if diffs:
         raise checkpoint.CheckpointError(
-            f"config.checkpoint {path!r} was saved by a run with other settings ({diffs}); resuming would "
-            "not continue the same run. Use the same config, another config.checkpoint, or resume=False to start over"
+            f"config.checkpoint {path!r} was saved by a run with other settings ({'; '.join(diffs)}); resuming "
+            "would not continue the same run. Use the same config, loss and data, another config.checkpoint, "
+            "or resume=False to start over"
         )
 
 
@@ -122,7 +153,8 @@ def train(model: torch.nn.Module, loss, data, config: TrainConfig | None = None,
     ``data`` is a tensor (N, ...) of training examples, with ``labels`` (N,) for conditional
     models, or a callable ``data(n, generator)`` returning x0 or (x0, y). Section 2.4.
     With ``config.checkpoint`` the training state is saved every ``config.checkpoint_every``
-    steps and at the end, and a later call with the same config resumes from it (Chapter 10).
+    steps and at the end, and a later call with the same config, loss and data resumes from it;
+    with any of them changed it refuses, saying what differs (Chapter 10).
     """
     config = config or TrainConfig()
     _check_config(config, data, labels, model)
@@ -146,12 +178,19 @@ def train(model: torch.nn.Module, loss, data, config: TrainConfig | None = None,
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     g = torch.Generator().manual_seed(config.seed)
     start, history, running = 0, [], []  # running: this log interval's losses, 0-d tensors on the device
+    inputs = _inputs(loss, data, labels) if config.checkpoint is not None else None
     if config.checkpoint is not None and config.resume and checkpoint.exists(config.checkpoint):
-        _check_same_run(checkpoint.read_record(config.checkpoint).get("config"), config, config.checkpoint)
-        state = checkpoint.load_training_state(config.checkpoint, model=model, ema=ema, optimizer=opt,
-                                               scheduler=sched, generator=g)
-        start, history = state["step"], state["history"]
-        running = list(state["running"].to(device))  # (n,) -> n tensors of shape ()
+        if checkpoint.unfinished_first_save(config.checkpoint):
+            weights, record = checkpoint.files(config.checkpoint)
+            warnings.warn(f"{weights} has no record {record.name} and no backup beside it: the first save of "
+                          "this run was interrupted before its record was written. It is not a checkpoint; "
+                          "starting from step 0 and overwriting it", stacklevel=2)
+        else:
+            _check_same_run(checkpoint.read_record(config.checkpoint), config, inputs, config.checkpoint)
+            state = checkpoint.load_training_state(config.checkpoint, model=model, ema=ema, optimizer=opt,
+                                                   scheduler=sched, generator=g)
+            start, history = state["step"], state["history"]
+            running = list(state["running"].to(device))  # (n,) -> n tensors of shape ()
 
     model.train()
     bar = progress(range(start, config.steps), desc="training", disable=not config.progress,
@@ -185,7 +224,7 @@ def train(model: torch.nn.Module, loss, data, config: TrainConfig | None = None,
             # sync: copies the training state to the host, once per checkpoint_every steps
             checkpoint.save_training_state(config.checkpoint, model=model, ema=ema, optimizer=opt, scheduler=sched,
                                            generator=g, step=step + 1, history=history, running=running,
-                                           config=asdict(config))
+                                           config=asdict(config), inputs=inputs)
     model.eval()
     if ema is not None:
         ema.eval()

@@ -1,4 +1,5 @@
-"""Checkpoints: exact round trips, verified loads, atomic saves, exact resumption, load_or_train.
+"""Checkpoints: exact round trips, verified loads (weights and record), atomic saves, exact
+resumption of the same run only, and shipped.load_or_train.
 
 Nothing here may unpickle: torch.load and pickle's loaders raise for the whole module.
 """
@@ -8,13 +9,15 @@ import json
 import os
 import pickle
 import re
+import shutil
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from dmlib import checkpoint, losses, run, schedules, toy
+from dmlib import checkpoint, losses, run, schedules, shipped, toy
 from dmlib.checkpoint import CheckpointError
 from dmlib.nn import MLP
 from dmlib.train import TrainConfig, train
@@ -140,6 +143,67 @@ def test_record_that_is_not_json_is_refused(tmp_path):
         checkpoint.load_model(path, _model())
 
 
+def _reseal(record_file: Path, edit) -> None:
+    """Edit a record and recompute its record_sha256: a record that passes its own check but
+    carries a planted problem, as a bug in the saving code (not a damaged byte) would write it."""
+    record = json.loads(record_file.read_text())
+    edit(record)
+    record["record_sha256"] = checkpoint._record_sha256(record)
+    record_file.write_text(json.dumps(record, indent=2))
+
+
+def _training_state(tmp_path, steps=5):
+    config = TrainConfig(**{**RUN, "steps": steps}, checkpoint=str(tmp_path / "run"))
+    _fit(config)
+    return tmp_path / "run", config
+
+
+def test_every_flipped_character_of_the_record_is_refused(tmp_path):
+    # The record of a training state holds what a resumed run continues with (the optimiser's
+    # lr and betas, the scheduler, the loss history, the config): any damage must be refused.
+    path, _ = _training_state(tmp_path)
+    file = tmp_path / "run.json"
+    text, original = file.read_text(), checkpoint.read_record(path)
+    refused = kept = 0
+    for i, char in enumerate(text):
+        if char.isspace():
+            continue
+        file.write_text(text[:i] + chr(ord(char) ^ 0x01) + text[i + 1:])
+        try:
+            got = checkpoint.read_record(path)
+        except CheckpointError as err:
+            assert "run.json" in str(err), err
+            refused += 1
+        else:  # only a flip that reads back as the same record may pass (e.g. a float's last digit)
+            assert got == original, f"character {i} ({char!r}) changed the record unnoticed"
+            kept += 1
+    assert refused > 2000 and kept <= 5, (refused, kept)
+
+
+def test_edited_record_stops_a_resumed_run(tmp_path):
+    path, config = _training_state(tmp_path)
+    file = tmp_path / "run.json"
+    record = json.loads(file.read_text())
+    record["optimizer"]["param_groups"][0]["lr"] *= 10  # a hand edit: still valid JSON
+    file.write_text(json.dumps(record, indent=2))
+    with pytest.raises(CheckpointError, match=r"record .*run\.json was changed after saving \(its content hashes "
+                                              r"to \w+\.\.\. but its record_sha256 says \w+\.\.\.\)"):
+        _fit(config)
+    record.pop("record_sha256")
+    file.write_text(json.dumps(record, indent=2))
+    with pytest.raises(CheckpointError, match=r"run\.json has no record_sha256"):
+        checkpoint.read_record(path)
+
+
+@pytest.mark.parametrize("fmt,match", [("1", r"format '1', not an integer"), (None, r"format None, not an integer"),
+                                       (True, r"format True, not an integer"), (99, r"format 99, newer than")])
+def test_record_format_must_be_a_known_integer(tmp_path, fmt, match):
+    path, _ = _saved(tmp_path)
+    _reseal(tmp_path / "net.json", lambda record: record.update(format=fmt))
+    with pytest.raises(CheckpointError, match=r"record .*net\.json has " + match):
+        checkpoint.load_model(path, _model())
+
+
 def test_missing_checkpoint_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nothing\.safetensors"):
         checkpoint.load_model(tmp_path / "nothing", _model())
@@ -202,6 +266,7 @@ def test_crash_between_the_two_files_keeps_the_previous_checkpoint(tmp_path, mon
     with monkeypatch.context() as m, pytest.raises(Crash):
         m.setattr(os, "replace", replace_until_killed)
         checkpoint.save_model(path, _model(seed=5))
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     restored = _model(seed=1)
     with pytest.warns(UserWarning, match="interrupted"):
         checkpoint.load_model(path, restored)
@@ -233,6 +298,37 @@ def test_two_interrupted_saves_in_a_row_keep_the_last_complete_one(tmp_path, mon
     with pytest.warns(UserWarning, match="interrupted"):
         checkpoint.load_model(path, restored)
     assert _same(restored, old)
+
+
+@pytest.mark.parametrize("failing", ["net.safetensors.prev", "net.safetensors", "net.json"])
+def test_failed_rename_is_a_checkpoint_error_and_leaves_no_temp_file(tmp_path, monkeypatch, failing):
+    path, old = _saved(tmp_path)
+    real_replace = os.replace
+
+    def replace_failing(src, dst):
+        if Path(dst).name == failing:
+            raise PermissionError(13, "Permission denied")
+        real_replace(src, dst)
+
+    refused = r"could not put checkpoint .*net\.safetensors in place \(.*Permission denied"
+    with monkeypatch.context() as m, pytest.raises(CheckpointError, match=refused):
+        m.setattr(os, "replace", replace_failing)
+        checkpoint.save_model(path, _model(seed=5))
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    restored = _model(seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "a save was interrupted" once the weights were renamed
+        checkpoint.load_model(path, restored)
+    assert _same(restored, old)
+
+
+def test_failed_manifest_rename_leaves_no_temp_file(env, monkeypatch):
+    folder = Path(os.environ["DMLIB_CHECKPOINTS"])
+    checkpoint.save_model(folder / "toy", _model(hidden=8, depth=1))
+    with monkeypatch.context() as m, pytest.raises(CheckpointError, match=r"could not put .*MANIFEST\.json in place"):
+        m.setattr(os, "replace", lambda src, dst: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+        shipped.write_manifest()
+    assert sorted(p.name for p in folder.iterdir()) == ["toy.json", "toy.safetensors"]
 
 
 # -- resuming a training run ------------------------------------------------------------------
@@ -279,7 +375,7 @@ def test_resume_needs_the_same_settings(tmp_path):
     config = TrainConfig(**{**RUN, "steps": 10}, checkpoint=str(tmp_path / "run"))
     _fit(config)
     with pytest.raises(CheckpointError, match=r"run.*other settings "
-                                              r"\(steps: saved 10, now 20, lr: saved 0\.003, now 0\.001\)"):
+                                              r"\(steps: saved 10, now 20; lr: saved 0\.003, now 0\.001\)"):
         _fit(replace(config, steps=20, lr=1e-3))
     fresh = _fit(replace(config, steps=20, resume=False))  # resume=False starts over
     assert [s for s, _ in fresh.history] == [15, 20]
@@ -301,6 +397,99 @@ def test_training_state_stores_optimizer_under_flat_names(tmp_path):
         checkpoint.load_model(tmp_path / "run", ema)
 
 
+X, Y = toy.GaussianMixture.eight_gaussians().sample(128, generator=torch.Generator().manual_seed(1), return_labels=True)
+TENSOR_RUN = {"loss": lambda: losses.diffusion_loss(schedules.CosineSchedule()), "data": lambda: X, "labels": lambda: Y}
+SAMPLER_RUN = {**TENSOR_RUN, "data": lambda: toy.data_sampler("8gaussians"), "labels": lambda: None}
+OTHER_INPUTS = {  # the run saved, what the resumption changes, what the refusal must say
+    "schedule": (TENSOR_RUN, {"loss": lambda: losses.diffusion_loss(schedules.LinearSchedule())},
+                 r"loss: saved .*schedule=CosineSchedule\(s=0\.008\).*, now .*schedule=LinearSchedule\("),
+    "weighting": (TENSOR_RUN, {"loss": lambda: losses.diffusion_loss(schedules.CosineSchedule(), weighting="min_snr")},
+                  r"loss: saved .*weighting='none'.*, now .*weighting='min_snr'"),
+    "loss function": (TENSOR_RUN, {"loss": lambda: losses.classifier_loss(schedules.CosineSchedule())},
+                      r"loss: saved .<function diffusion_loss\.<locals>\.loss>.*, now .<function classifier_loss"),
+    "data tensor": (TENSOR_RUN, {"data": lambda: X + 1e-3},
+                    r"data: saved 'tensor \(128, 2\) float32 sha256 (\w+)', "
+                    r"now 'tensor \(128, 2\) float32 sha256 (?!\1)"),
+    "labels": (TENSOR_RUN, {"labels": lambda: Y.roll(1)}, r"labels: saved 'tensor \(128,\) int64 sha256 \w+', now"),
+    "data sampler": (SAMPLER_RUN, {"data": lambda: toy.data_sampler("moons")},
+                     r"data: saved \"data_sampler\('8gaussians'\)\", now \"data_sampler\('moons'\)\""),
+}
+
+
+def _fit_inputs(config, inputs: dict):
+    """Train a small class-conditional MLP on freshly built inputs (each a function that builds one)."""
+    torch.manual_seed(0)
+    return train(MLP(hidden=16, depth=1, n_classes=8), inputs["loss"](), inputs["data"](), config,
+                 labels=inputs["labels"]())
+
+
+@pytest.mark.parametrize("case", OTHER_INPUTS)
+def test_resume_needs_the_same_loss_and_data(tmp_path, case):
+    saved, change, match = OTHER_INPUTS[case]
+    config = TrainConfig(**{**RUN, "steps": 5, "log_every": 5}, checkpoint=str(tmp_path / "run"))
+    _fit_inputs(config, saved)
+    with pytest.raises(CheckpointError, match=r"run' was saved by a run with other settings \(" + match):
+        _fit_inputs(config, {**saved, **change})
+    done = _fit_inputs(config, saved)  # the same loss and data, built anew, resume (the finished run: no step left)
+    assert [s for s, _ in done.history] == [5]
+
+
+def test_interrupted_first_save_does_not_block_resuming(tmp_path, monkeypatch):
+    config = TrainConfig(**RUN, checkpoint=str(tmp_path / "run"), checkpoint_every=20)
+    whole = _fit(replace(config, checkpoint=None))
+    real_replace = os.replace
+
+    def killed_before_record(src, dst):
+        if Path(dst).name == "run.json":
+            raise Crash
+        real_replace(src, dst)
+
+    with monkeypatch.context() as m, pytest.raises(Crash):
+        m.setattr(os, "replace", killed_before_record)
+        _fit(config)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.safetensors"]  # no record, no backup, no temp
+    with pytest.raises(CheckpointError, match=r"run\.safetensors has no record run\.json"):
+        checkpoint.load_model(tmp_path / "run", MLP(hidden=16, depth=1, n_classes=8), prefix="model.")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = _fit(config)  # starts over (same initial weights as `whole`), overwriting the file
+    assert [str(w.message) for w in caught if "run.safetensors" in str(w.message)] == [
+        f"{tmp_path / 'run.safetensors'} has no record run.json and no backup beside it: the first save of this run "
+        "was interrupted before its record was written. It is not a checkpoint; starting from step 0 and overwriting it"
+    ]
+    assert resumed.history == whole.history
+    assert checkpoint.read_record(tmp_path / "run")["step"] == 40
+
+
+@pytest.mark.parametrize("damage,error,match", [
+    ("weights truncated", CheckpointError, r"run\.safetensors .*truncated"),
+    ("weights deleted", FileNotFoundError, r"run\.safetensors does not exist \(its record run\.json does\)"),
+    ("record deleted after an interrupted save", CheckpointError, r"run\.safetensors has no record run\.json"),
+])
+def test_resume_still_refuses_a_checkpoint_with_a_record_or_backup(tmp_path, damage, error, match):
+    path, config = _training_state(tmp_path)
+    weights = tmp_path / "run.safetensors"
+    if damage == "weights truncated":
+        weights.write_bytes(weights.read_bytes()[:-100])
+    elif damage == "weights deleted":
+        weights.unlink()
+    else:
+        shutil.copy(weights, tmp_path / "run.safetensors.prev")
+        (tmp_path / "run.json").unlink()
+    with pytest.raises(error, match=match):
+        _fit(config)
+
+
+def test_dangling_tensor_reference_is_refused(tmp_path):
+    path, config = _training_state(tmp_path)
+    _reseal(tmp_path / "run.json",
+            lambda record: record["optimizer"]["state"]["0"].update(exp_avg={"__tensor__": "optim.state.0.gone"}))
+    with pytest.raises(CheckpointError, match=r"run\.json names the tensor 'optim\.state\.0\.gone', which "
+                                              r".*run\.safetensors does not hold"):
+        _fit(config)
+
+
 # -- load_or_train ----------------------------------------------------------------------------
 def _trainer(calls):
     def train_fn(model):
@@ -319,11 +508,11 @@ def _build():
 
 
 def test_load_policy_loads_the_shipped_checkpoint(env, capsys):
-    shipped = Path(os.environ["DMLIB_CHECKPOINTS"])
+    folder = Path(os.environ["DMLIB_CHECKPOINTS"])
     model = _model(hidden=8, depth=1)
-    checkpoint.save_model(shipped / "toy", model, dtype=torch.float16, step=5000)
+    checkpoint.save_model(folder / "toy", model, dtype=torch.float16, step=5000)
     calls = []
-    got, record = checkpoint.load_or_train("toy", _build, _trainer(calls), config=TINY, device="cpu")
+    got, record = shipped.load_or_train("toy", _build, _trainer(calls), config=TINY, device="cpu")
     assert calls == [] and not got.training and record["step"] == 5000
     for p, q in zip(got.parameters(), model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
@@ -332,51 +521,79 @@ def test_load_policy_loads_the_shipped_checkpoint(env, capsys):
 
 def test_load_policy_with_the_shipped_file_missing_says_how_to_train(env):
     with pytest.raises(FileNotFoundError, match=r"shipped checkpoint .*toy\.safetensors is missing.*quick mode.*GPU"):
-        checkpoint.load_or_train("toy", _build, _trainer([]), config=TINY, device="cpu")
+        shipped.load_or_train("toy", _build, _trainer([]), config=TINY, device="cpu")
 
 
 def test_train_policy_trains_once_then_loads(env, capsys):
     env.setenv("DMLIB_MODE", "quick")
     calls = []
-    first, record = checkpoint.load_or_train("toy", _build, _trainer(calls), config=TINY, data_source="8gaussians")
+    first, record = shipped.load_or_train("toy", _build, _trainer(calls), config=TINY, data_source="8gaussians")
     assert calls == [1] and not first.training
     assert record["data_source"] == "8gaussians" and "final_loss" in record["metrics"]
-    cached = Path(os.environ["DMLIB_CACHE"]) / f"toy-{checkpoint.config_hash(TINY)}.safetensors"
+    cached, _ = checkpoint.files(shipped.cache_path("toy", TINY, "8gaussians"))
+    assert cached.parent == Path(os.environ["DMLIB_CACHE"])
     assert cached.exists() and re.search(r"toy: trained .* saved to .*" + cached.name, capsys.readouterr().out)
 
-    second, again = checkpoint.load_or_train("toy", _build, _trainer(calls), config=TINY)
+    second, again = shipped.load_or_train("toy", _build, _trainer(calls), config=TINY, data_source="8gaussians")
     assert calls == [1] and _same(first, second) and again["sha256"] == record["sha256"]
     assert "loaded" in capsys.readouterr().out
 
-    checkpoint.load_or_train("toy", _build, _trainer(calls), config=replace(TINY, steps=6))
+    shipped.load_or_train("toy", _build, _trainer(calls), config=replace(TINY, steps=6))
     assert calls == [1, 1]  # another budget, another file
 
 
 def test_train_policy_refuses_a_damaged_cache_instead_of_retraining(env):
     env.setenv("DMLIB_MODE", "quick")
     calls = []
-    checkpoint.load_or_train("toy", _build, _trainer(calls), config=TINY)
-    cached = Path(os.environ["DMLIB_CACHE"]) / f"toy-{checkpoint.config_hash(TINY)}.safetensors"
+    shipped.load_or_train("toy", _build, _trainer(calls), config=TINY)
+    cached, _ = checkpoint.files(shipped.cache_path("toy", TINY))
     cached.write_bytes(cached.read_bytes()[:-8])
     with pytest.raises(CheckpointError, match=r"toy-\w+\.safetensors .*truncated.*Delete .* to train 'toy' again"):
-        checkpoint.load_or_train("toy", _build, _trainer(calls), config=TINY)
+        shipped.load_or_train("toy", _build, _trainer(calls), config=TINY)
+    assert calls == [1]
+
+
+def test_train_policy_keys_the_cache_on_data_source_and_version(env, monkeypatch):
+    env.setenv("DMLIB_MODE", "quick")
+    calls = []
+    first, _ = shipped.load_or_train("toy", _build, _trainer(calls), config=TINY, data_source="8gaussians")
+    _, record = shipped.load_or_train("toy", _build, _trainer(calls), config=TINY, data_source="moons")
+    assert calls == [1, 1] and record["data_source"] == "moons"  # trained for it, not the 8gaussians model loaded
+    for module in (checkpoint, shipped):  # another release of dmlib
+        monkeypatch.setattr(module, "__version__", "99.0")
+    _, record = shipped.load_or_train("toy", _build, _trainer(calls), config=TINY, data_source="moons")
+    assert calls == [1, 1, 1] and record["dmlib_version"] == "99.0"
+    shipped.load_or_train("toy", _build, _trainer(calls), config=TINY, data_source="moons")
+    assert calls == [1, 1, 1] and len(list(Path(os.environ["DMLIB_CACHE"]).glob("toy-*.safetensors"))) == 3
+
+
+def test_train_policy_refuses_a_cached_file_trained_for_other_settings(env):
+    env.setenv("DMLIB_MODE", "quick")
+    calls = []
+    shipped.load_or_train("toy", _build, _trainer(calls), config=TINY, data_source="8gaussians")
+    for src, dst in zip(checkpoint.files(shipped.cache_path("toy", TINY, "8gaussians")),
+                        checkpoint.files(shipped.cache_path("toy", TINY, "moons"))):
+        shutil.copy(src, dst)  # put by hand under the name of another data source
+    with pytest.raises(CheckpointError, match=r"toy-\w+\.safetensors was trained with other settings than this "
+                                              r"call's \(data_source: file '8gaussians', now 'moons'\)\. Delete"):
+        shipped.load_or_train("toy", _build, _trainer(calls), config=TINY, data_source="moons")
     assert calls == [1]
 
 
 def test_manifest_guards_the_shipped_files(env):
-    shipped = Path(os.environ["DMLIB_CHECKPOINTS"])
-    checkpoint.save_model(shipped / "toy", _model(hidden=8, depth=1))
-    assert checkpoint.manifest() == {}
-    checkpoint.write_manifest()
-    assert set(checkpoint.manifest()) == {"toy.safetensors"}
-    checkpoint.load_or_train("toy", _build, _trainer([]), config=TINY, device="cpu")
+    folder = Path(os.environ["DMLIB_CHECKPOINTS"])
+    checkpoint.save_model(folder / "toy", _model(hidden=8, depth=1))
+    assert shipped.manifest() == {}
+    shipped.write_manifest()
+    assert set(shipped.manifest()) == {"toy.safetensors"}
+    shipped.load_or_train("toy", _build, _trainer([]), config=TINY, device="cpu")
 
-    checkpoint.save_model(shipped / "toy", _model(seed=3, hidden=8, depth=1))  # replaced after the manifest
+    checkpoint.save_model(folder / "toy", _model(seed=3, hidden=8, depth=1))  # replaced after the manifest
     with pytest.raises(CheckpointError, match=r"toy\.safetensors does not match .*MANIFEST\.json"):
-        checkpoint.load_or_train("toy", _build, _trainer([]), config=TINY, device="cpu")
-    checkpoint.save_model(shipped / "other", _model(hidden=8, depth=1))
+        shipped.load_or_train("toy", _build, _trainer([]), config=TINY, device="cpu")
+    checkpoint.save_model(folder / "other", _model(hidden=8, depth=1))
     with pytest.raises(CheckpointError, match=r"other\.safetensors is not listed in .*MANIFEST\.json"):
-        checkpoint.load_or_train("other", _build, _trainer([]), config=TINY, device="cpu")
+        shipped.load_or_train("other", _build, _trainer([]), config=TINY, device="cpu")
 
 
 @pytest.mark.parametrize("mode,device,policy", [
@@ -401,7 +618,7 @@ def test_cache_dir_is_never_the_repository(env, tmp_path):
 
 def test_shipped_dir_defaults_to_the_repository(env):
     env.delenv("DMLIB_CHECKPOINTS")
-    assert checkpoint.shipped_dir() == Path(checkpoint.__file__).resolve().parents[1] / "checkpoints"
+    assert shipped.shipped_dir() == Path(shipped.__file__).resolve().parents[1] / "checkpoints"
 
 
 # -- invalid input at the public boundary -----------------------------------------------------
@@ -419,11 +636,14 @@ CASES = {
     "load_model not a module": (lambda p: checkpoint.load_model(p / "x", None), TypeError,
                                 r"model must be a torch.nn.Module, got NoneType"),
     "path None": (lambda p: checkpoint.files(None), TypeError, r"path must be a checkpoint path"),
-    "load_or_train name with folder": (lambda p: checkpoint.load_or_train("a/b", _build, _trainer([]), config=TINY),
+    "load_or_train name with folder": (lambda p: shipped.load_or_train("a/b", _build, _trainer([]), config=TINY),
                                        ValueError, r"name must be a checkpoint name .*got 'a/b'"),
-    "load_or_train build_model": (lambda p: checkpoint.load_or_train("a", None, _trainer([]), config=TINY),
+    "load_or_train build_model": (lambda p: shipped.load_or_train("a", None, _trainer([]), config=TINY),
                                   TypeError, r"build_model and train_fn must be callables"),
-    "load_or_train train_fn result": (lambda p: checkpoint.load_or_train("a", _build, lambda m: 3, config=TINY),
+    "load_or_train data_source": (lambda p: shipped.load_or_train("a", _build, _trainer([]), config=TINY,
+                                                                  data_source=3),
+                                  TypeError, r"data_source must be a str"),
+    "load_or_train train_fn result": (lambda p: shipped.load_or_train("a", _build, lambda m: 3, config=TINY),
                                       TypeError, r"train_fn must return the trained model.*got int"),
     "checkpoint_policy device": (lambda p: run.checkpoint_policy("gpu"), ValueError,
                                  r"device must be a torch.device or a name .*got 'gpu'"),
