@@ -78,11 +78,21 @@ def show_source(obj) -> None:
     """Display the real source code of a dmlib function or class in a notebook.
 
     The book shows the library's code this way instead of a copy that could drift from it.
-    In Jupyter the source is syntax-highlighted; elsewhere it is printed. First used in Section 1.1.
+    A public function that checks its arguments and then calls an unchecked twin of the same
+    module (``ddim_step`` and ``_ddim``, ``posterior`` and ``_posterior``) is shown together
+    with that twin, which is where the equations are. In Jupyter the source is
+    syntax-highlighted; elsewhere it is printed. First used in Section 1.1.
     """
     import inspect
+    import sys
 
     src = inspect.getsource(obj)
+    name = getattr(obj, "__name__", "")
+    module = sys.modules.get(getattr(obj, "__module__", ""), None)
+    for twin_name in dict.fromkeys(("_" + name, "_" + name.removesuffix("_step"))):
+        twin = getattr(module, twin_name, None) if name and not name.startswith("_") else None
+        if inspect.isfunction(twin) and f"{twin_name}(" in src:
+            src += "\n\n" + inspect.getsource(twin)
     if _in_notebook():  # highlighted Markdown
         from IPython.display import Markdown, display
 

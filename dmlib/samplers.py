@@ -78,30 +78,32 @@ def predict(model, x_t: torch.Tensor, t, schedule: Schedule, kind: str, y=None) 
 def _ddim(x_t, x0_hat, t, s, schedule, eta=0.0, generator=None):
     a_t, sig_t = _coeffs(t, schedule, x_t)
     a_s, sig_s = _coeffs(s, schedule, x_t)
-    eps_hat = (x_t - a_t * x0_hat) / sig_t  # 1. implied noise
+    eps_hat = (x_t - a_t * x0_hat) / sig_t  # 1. implied noise (eq-ddim)
     x_s = a_s * x0_hat
     if eta == 0.0:  # deterministic: no noise is drawn and the generator does not advance
-        return x_s + sig_s * eps_hat  # 3.
+        return x_s + sig_s * eps_hat  # 3. step (eq-ddim)
     _, var = _posterior(x0_hat, x_t, s, t, schedule)
-    c = eta * var.sqrt()  # 2.
+    c = eta * var.sqrt()  # 2. fresh-noise scale (eq-ddim-eta), (B, 1, ..., 1)
     z = noise.randn_like(x_t, generator=generator)
-    return x_s + (sig_s**2 - c**2).clamp_min(0).sqrt() * eps_hat + c * z  # 3.
+    return x_s + (sig_s**2 - c**2).clamp_min(0).sqrt() * eps_hat + c * z  # 3. step (eq-ddim-eta)
 
 
 def _ddpm(x_t, x0_hat, t, s, schedule, generator=None):
-    mean, var = _posterior(x0_hat, x_t, s, t, schedule)
-    return mean + var.sqrt() * noise.randn_like(x_t, generator=generator)
+    mean, var = _posterior(x0_hat, x_t, s, t, schedule)  # 1. q(x_s | x_t, x0_hat) (eq-ancestral-step)
+    return mean + var.sqrt() * noise.randn_like(x_t, generator=generator)  # 2. draw from it
 
 
 def _euler_maruyama(x_t, score, t, s, schedule, generator=None):
-    f, g2 = (expand_to(c, x_t) for c in schedule._sde(_work(t)))  # (B, 1, ..., 1)
-    h = expand_to(t - s, x_t)
+    # 1. drift and diffusion at t (eq-sde-coefficients), (B, 1, ..., 1) each
+    f, g2 = (expand_to(c, x_t) for c in schedule._sde(_work(t)))
+    h = expand_to(t - s, x_t)  # step length > 0
     z = noise.randn_like(x_t, generator=generator)
+    # 2. one Euler-Maruyama step of the reverse SDE (eq-em-reverse)
     return x_t - h * (f * x_t - g2 * score) + (g2 * h).sqrt() * z
 
 
 def _dpmpp_2m(x_t, x0_hat, t, s, schedule, x0_prev=None, t_prev=None):
-    a_s, sig_s = _coeffs(s, schedule, x_t)
+    a_s, sig_s = _coeffs(s, schedule, x_t)  # (B, 1, ..., 1) each
     _, sig_t = _coeffs(t, schedule, x_t)
     lam_t, lam_s = (expand_to(schedule._log_snr(_work(u)), x_t) for u in (t, s))
     h = (lam_s - lam_t) / 2  # the step in log(alpha / sigma) = lambda / 2
@@ -109,8 +111,8 @@ def _dpmpp_2m(x_t, x0_hat, t, s, schedule, x0_prev=None, t_prev=None):
     if x0_prev is not None:
         lam_p = expand_to(schedule._log_snr(_work(t_prev)), x_t)
         r = (lam_t - lam_p) / (lam_s - lam_t)  # previous step over this one
-        d = (1 + 1 / (2 * r)) * x0_hat - 1 / (2 * r) * x0_prev  # 1. extrapolate x0
-    return (sig_s / sig_t) * x_t - a_s * torch.expm1(-h) * d  # 2. exact linear part
+        d = (1 + 1 / (2 * r)) * x0_hat - 1 / (2 * r) * x0_prev  # 1. extrapolate x0 (eq-dpmpp-2m)
+    return (sig_s / sig_t) * x_t - a_s * torch.expm1(-h) * d  # 2. exact linear part (eq-dpmpp-2m)
 
 
 # -- the steps: public versions ---------------------------------------------------------------------

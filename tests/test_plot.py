@@ -159,3 +159,14 @@ def test_show_source_of_a_class(monkeypatch):
 def test_show_source_prints_outside_notebooks(capsys):
     plot.show_source(schedules.expand_to)
     assert "def expand_to(" in capsys.readouterr().out
+
+
+def test_show_source_adds_the_unchecked_twin(capsys):
+    from dmlib import diffusion, samplers
+
+    plot.show_source(samplers.ddim_step)
+    out = capsys.readouterr().out
+    assert "def ddim_step(" in out and "def _ddim(" in out and "eq-ddim-eta" in out
+    plot.show_source(diffusion.q_sample)  # no twin: only itself
+    out = capsys.readouterr().out
+    assert "def q_sample(" in out and "def _" not in out
