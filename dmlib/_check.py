@@ -57,6 +57,14 @@ def _time_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
     return dtype
 
 
+def grid_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of the times a sampler's loop makes for x: float64 on the CPU (as a Python
+    float gives), x's floating dtype on an accelerator (float32 for half precision)."""
+    if x.device.type == "cpu":
+        return torch.float64
+    return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+
+
 def time_for(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:
     """A user's time argument, validated once (:func:`as_time`), as shape (B,) next to ``x``.
 
@@ -68,8 +76,7 @@ def time_for(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:
     if x.device.type == "cpu":
         return checked
     if isinstance(t, (int, float)):
-        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-        return torch.full((x.shape[0],), float(t), dtype=dtype, device=x.device)
+        return torch.full((x.shape[0],), float(t), dtype=grid_dtype(x), device=x.device)
     return checked.to(dtype=_time_dtype(checked.dtype, x.device)).to(x.device)  # cast where it is, then move
 
 

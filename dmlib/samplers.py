@@ -316,8 +316,10 @@ def sample(model, x_T: torch.Tensor, schedule: Schedule, *, method: str = "ddim"
     if y is not None and not isinstance(y, torch.Tensor):  # one label: placed on the device once, not per call
         y = torch.full((x_T.shape[0],), int(y), dtype=torch.long, device=x_T.device)
     grid = _grid(times, _check.positive_int(n_steps, "n_steps"))
-    dtype = x_T.dtype if x_T.dtype in (torch.float32, torch.float64) else torch.float32
-    at = lambda v: torch.full((x_T.shape[0],), v, dtype=dtype, device=x_T.device)  # noqa: E731  (B,), no sync
+    # the times of each step, filled in on x's device (no copy, no sync): float64 on the CPU,
+    # exactly as the public steps take a Python float, so sample() and a hand-written loop agree
+    dtype = _check.grid_dtype(x_T)
+    at = lambda v: torch.full((x_T.shape[0],), v, dtype=dtype, device=x_T.device)  # noqa: E731  (B,)
 
     x = x_T
     traj = [x]
