@@ -41,3 +41,13 @@ def _same_global_seed():
     it in the same process (pytest-xdist spreads tests over workers differently from run to
     run), so a test that draws without a generator still repeats exactly."""
     torch.manual_seed(0)
+
+
+def pytest_configure(config):
+    """Register tests/nbcache.py: with --nbval(-lax), every notebook that runs without a failure
+    is stored in the jupyter-cache that the book build reads, so each chapter executes once
+    per test run."""
+    import nbcache
+
+    if not config.pluginmanager.is_registered(nbcache):
+        config.pluginmanager.register(nbcache, "dmbook-nbcache")

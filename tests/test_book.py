@@ -1,8 +1,10 @@
 """The book builds cleanly, its pages need nothing from the network, and a real browser
 shows Chapter 1 with typeset equations and every image loaded.
 
-The build runs once per session (in the run mode of the test run, quick under
-scripts/test.sh) into a temporary folder; the browser is Debian's headless Chromium.
+The build runs once per session (in the run mode of the test run) into a temporary folder;
+the browser is Debian's headless Chromium. Under scripts/test.sh nbval has just run every
+chapter and stored it in jupyter-cache (tests/nbcache.py), and the build must take every
+chapter from there instead of executing it a second time.
 """
 
 from __future__ import annotations
@@ -47,6 +49,156 @@ def built_book(tmp_path_factory):
     assert proc.returncode == 0, f"jupyter-book build failed (exit {proc.returncode}):\n{log[-6000:]}"
     print(f"book built in {time.time() - t0:.0f} s")
     return out / "_build" / "html"
+
+
+# ---------------------------------------------------------------------------------------
+# Each chapter executes once: the build takes what nbval ran from jupyter-cache
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+KERNEL_START = "[IPKernelApp] WARNING | Kernel is running"  # printed once by every kernel the build starts
+
+
+def build_log(built_book) -> str:
+    return ANSI.sub("", (built_book.parents[1] / "build.log").read_text())
+
+
+def chapter_source(page: str) -> Path:
+    return ROOT / page.replace(".html", ".md")
+
+
+def _after_nbval(request):
+    """The built book, when nbval has just run every chapter in this run mode (scripts/test.sh)."""
+    if os.environ.get("DMLIB_BOOK_FROM_CACHE") != "1":
+        pytest.skip("checked only right after nbval has run every chapter in the same run mode "
+                    "(scripts/test.sh sets DMLIB_BOOK_FROM_CACHE=1 for its second pytest run)")
+    return request.getfixturevalue("built_book")
+
+
+@pytest.mark.parametrize("page", CHAPTER_PAGES)
+def test_build_takes_the_chapter_from_nbvals_run(request, page):
+    built_book = _after_nbval(request)
+    md = page.replace(".html", ".md")
+    lines = [line for line in build_log(built_book).splitlines() if f"/{md}: " in line]
+    assert any("Using cached notebook" in line for line in lines), (
+        f"the book build executed {page} again instead of taking nbval's run from jupyter-cache "
+        "(see 'executed notebooks stored for the book build' in the first pytest run: was it stored? "
+        "did dmlib or the chapter change in between?):\n" + "\n".join(lines))
+    assert not any("Executing notebook" in line for line in lines)
+
+
+def test_build_starts_no_kernel_after_nbval(request):
+    log = build_log(_after_nbval(request))
+    assert log.count(KERNEL_START) == 0, [line for line in log.splitlines() if "Executing notebook" in line]
+
+
+def test_nbval_and_the_book_build_share_one_cache_per_run_mode(clean_env):
+    import nbcache
+
+    folders = {mode: nbcache.cache_dir(mode) for mode in ("quick", "full")}
+    assert folders["quick"] != folders["full"]  # a quick run never feeds a full build
+    assert all(f.parent == ROOT / "_build" / ".jupyter_cache" for f in folders.values())
+    clean_env.setattr(nbcache, "prune_stale_caches", lambda current: None)
+
+    class SphinxConfig:
+        nb_execution_cache_path = ""
+
+    for env, mode in (("quick", "quick"), ("full", "full"), ("", "full")):
+        clean_env.setenv("DMLIB_MODE", env)
+        config = SphinxConfig()
+        nbcache._set_cache_path(None, config)  # the book build's side (config-inited)
+        assert config.nb_execution_cache_path == str(folders[mode])
+        assert nbcache.cache_dir() == folders[mode]  # nbval's side
+
+
+def test_cache_folder_changes_with_dmlibs_source(monkeypatch, tmp_path):
+    import nbcache
+
+    (tmp_path / "dmlib").mkdir()
+    (tmp_path / "dmlib" / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(nbcache, "ROOT", tmp_path)
+    before = nbcache.source_fingerprint()
+    (tmp_path / "dmlib" / "a.py").write_text("x = 2\n")
+    assert nbcache.source_fingerprint() != before
+
+
+def _md_key(md_text: str, path: Path) -> str:
+    import nbcache
+    from jupyter_cache.cache.main import JupyterCacheBase
+
+    path.write_text(md_text, encoding="utf-8")
+    return nbcache.book_source_hash(JupyterCacheBase(str(path.parent / "cache")), path)
+
+
+@pytest.mark.parametrize("page", CHAPTER_PAGES)
+def test_nbvals_notebook_has_the_key_the_book_build_looks_up(page, tmp_path):
+    # nbval runs the .ipynb; the book build hashes the code cells it reads from the .md.
+    import nbformat
+    from jupyter_cache.cache.main import JupyterCacheBase
+
+    md = chapter_source(page)
+    nb = nbformat.read(md.with_suffix(".ipynb"), as_version=4)
+    key = JupyterCacheBase(str(tmp_path / "cache")).create_hashed_notebook(nb)[1]
+    text = md.read_text(encoding="utf-8")
+    assert _md_key(text, tmp_path / md.name) == key
+    # A test of the test: an edited code cell is a new key, so the build executes that chapter.
+    edited = text.replace("```{code-cell} ipython3\n", "```{code-cell} ipython3\nx_planted = 1\n", 1)
+    assert _md_key(edited, tmp_path / md.name) != key
+
+
+NOTEBOOKS = {
+    "good": ["print('hello')",
+             "from IPython.display import display\n"
+             "display({'text/plain': 'glued'}, metadata={'scrapbook': {'name': 'x'}}, raw=True)",
+             "1 + 1"],
+    "cleared": ["from IPython.display import clear_output\nprint('gone')\nclear_output()"],
+    "failing": ["x = 1", "raise ValueError('planted')"],
+}
+
+
+def test_nbval_runs_are_stored_with_their_outputs(tmp_path):
+    # The plugin end to end, on three small notebooks: one is stored with every output (display
+    # metadata too: myst-nb's glue needs it); the other two are left for the build to execute.
+    import jupytext
+    import nbcache
+    import nbformat
+    from jupyter_cache import get_cache
+
+    header = "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n" \
+             "  display_name: Python 3\n  language: python\n  name: python3\n---\n\n# T\n\n"
+    for name, cells in NOTEBOOKS.items():
+        md = tmp_path / f"{name}.md"
+        md.write_text(header + "".join(f"```{{code-cell}} ipython3\n{c}\n```\n\n" for c in cells))
+        nbformat.write(jupytext.read(md, fmt="md:myst"), md.with_suffix(".ipynb"))
+    (tmp_path / "conftest.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(ROOT / 'tests')!r})\nimport nbcache\n"
+        f"nbcache.CACHE_ROOT = nbcache.Path({str(tmp_path / 'cache')!r})\n"
+        "def pytest_configure(config):\n    config.pluginmanager.register(nbcache, 'dmbook-nbcache')\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "--nbval-lax",
+         "good.ipynb", "cleared.ipynb", "failing.ipynb"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "1 failed" in out, out[-3000:]
+    assert "good.ipynb: stored as" in out, out[-3000:]
+    assert "cleared.ipynb: not stored (it sends clear_output" in out, out[-3000:]
+    assert "failing.ipynb: not stored (1 of 2 code cells did not pass" in out, out[-3000:]
+
+    folders = list((tmp_path / "cache").iterdir())
+    assert [f.name for f in folders] == [nbcache.cache_dir().name]
+    cache = get_cache(str(folders[0]))
+    assert [Path(r.uri).name for r in cache.list_cache_records()] == ["good.md"]
+    # What myst-nb does with the .md in the book build: match by hash, merge the outputs in.
+    from myst_nb.core.read import read_myst_markdown_notebook
+
+    md_nb = read_myst_markdown_notebook((tmp_path / "good.md").read_text(), add_source_map=True)
+    _, merged = cache.merge_match_into_notebook(md_nb)
+    hello, glued, two = (c for c in merged.cells if c.cell_type == "code")
+    assert [c.execution_count for c in (hello, glued, two)] == [1, 2, 3]
+    assert hello.outputs[0].output_type == "stream" and hello.outputs[0].text == "hello\n"
+    assert glued.outputs[0].output_type == "display_data"
+    assert glued.outputs[0].metadata == {"scrapbook": {"name": "x"}}
+    assert two.outputs[0].output_type == "execute_result" and two.outputs[0].data["text/plain"] == "2"
+    assert merged.metadata["language_info"]["name"] == "python"
 
 
 def test_build_has_no_warnings(built_book):
