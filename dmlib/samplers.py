@@ -222,11 +222,11 @@ def annealed_langevin(score, x: torch.Tensor, schedule: Schedule, n_levels: int,
     n_levels, n_steps = _check.positive_int(n_levels, "n_levels"), _check.positive_int(n_steps, "n_steps")
     delta = _check.finite_positive(delta, "delta")
     times = torch.linspace(1.0, 0.0, n_levels, dtype=torch.float64)
-    sigmas = schedule._alpha_sigma(times)[1].tolist()  # the ladder, on the CPU
+    sigmas = schedule._alpha_sigma(times)[1].tolist()  # sync: the ladder, CPU tensors read once
     if not sigmas[-1] > 0:
         raise ValueError(f"annealed Langevin needs sigma(t) > 0 at every level, the last (t = 0) included: "
                          f"a VE schedule; {type(schedule).__name__} has sigma(0) = {sigmas[-1]}")
-    for t, sigma in zip(times.tolist(), sigmas):
+    for t, sigma in zip(times.tolist(), sigmas):  # sync: CPU times, read once before the loop
         step = delta * (sigma / sigmas[-1]) ** 2
         for _ in range(n_steps):
             x = langevin_step(x, score(x, t), step, generator=generator)
@@ -264,7 +264,8 @@ def time_grid(n_steps: int, *, spacing: str = "uniform", schedule: Schedule | No
         if t_min <= 0.0:
             raise ValueError(f"spacing={spacing!r} needs t_min > 0 (the log-SNR is infinite at t = 0), "
                              f"e.g. t_min=1e-3; got t_min={t_min}")
-        lam_hi, lam_lo = schedule._log_snr(torch.tensor([t_min, t_max], dtype=torch.float64)).tolist()
+        ends = torch.tensor([t_min, t_max], dtype=torch.float64)
+        lam_hi, lam_lo = schedule._log_snr(ends).tolist()  # sync: two CPU numbers, once per grid
         if not (math.isfinite(lam_hi) and math.isfinite(lam_lo)):
             raise ValueError(f"spacing={spacing!r} needs a finite log-SNR at t_min and t_max; {type(schedule).__name__} "
                              f"has lambda = {lam_lo} at t_max = {t_max} and {lam_hi} at t_min = {t_min}"
@@ -284,7 +285,7 @@ def time_grid(n_steps: int, *, spacing: str = "uniform", schedule: Schedule | No
 # -- the loop -----------------------------------------------------------------------------------------
 def _grid(times, n_steps) -> list[float]:
     if times is None:
-        return time_grid(n_steps).tolist()
+        return time_grid(n_steps).tolist()  # sync: a CPU grid, read once before the loop
     if not isinstance(times, torch.Tensor) or times.dim() != 1 or len(times) < 2:
         raise ValueError("times must be a 1-D tensor of at least two decreasing times")
     grid = times.detach().to("cpu", torch.float64).tolist()  # sync: the grid is read to the host once, before the loop
