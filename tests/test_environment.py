@@ -4,6 +4,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,3 +60,13 @@ def test_environment_installs_dmlib_itself():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     assert "-e ." in pip
+
+
+@pytest.mark.parametrize("module", ["diffusers", "ipywidgets", "IPython", "selenium", "nbval", "jupytext",
+                                    "safetensors"])
+def test_test_dependencies_are_installed(module):
+    """A test that needs an optional package skips without it (pytest.importorskip); README's
+    set-up installs them all, so here a missing one is a failure, not a silent skip."""
+    import importlib
+
+    importlib.import_module(module)

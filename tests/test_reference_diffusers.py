@@ -13,7 +13,7 @@ eps32 / beta_1 ~ 6e-4 of its relative accuracy near t = 0 (catastrophic cancella
 import pytest
 import torch
 
-from dmlib import diffusion, schedules
+from dmlib import diffusion, samplers, schedules
 
 diffusers = pytest.importorskip("diffusers")
 T = 1000
@@ -98,3 +98,50 @@ def test_step_is_posterior_sample(name, i):
     if i == 0:
         z.zero_()
     torch.testing.assert_close(out, mean + var.sqrt() * z, rtol=1e-10, atol=1e-12)
+
+
+# -- sampler steps against diffusers' DDPM and DDIM schedulers -------------------------------------
+def _diffusers_betas(schedule, T=1000):
+    return schedule.betas(T, dtype=torch.float64)[1:].numpy()  # diffusers' index i is our step k = i + 1
+
+
+def _in_float64(ref):
+    # diffusers keeps its tables in float32, where 1 - alpha_bar near t = 0 loses ~1e-3 of its
+    # digits; the algorithms are compared in float64 so that only a real difference shows.
+    ref.betas = ref.betas.double()
+    ref.alphas = 1.0 - ref.betas
+    ref.alphas_cumprod = torch.cumprod(ref.alphas, 0)
+    return ref
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_ddpm_step_matches_diffusers(name):
+    schedule, T = schedules.get_schedule(name), 1000
+    ref = _in_float64(diffusers.DDPMScheduler(num_train_timesteps=T, trained_betas=_diffusers_betas(schedule),
+                                              clip_sample=False, variance_type="fixed_small", prediction_type="sample"))
+    # The model output is an x0-prediction: the step itself is compared, not the ill-conditioned
+    # eps -> x0 division by alpha_t ~ 0.007 at t = 1 that both sides would round differently.
+    g = torch.Generator().manual_seed(0)
+    x_t, x0_hat = torch.randn(16, 2, generator=g, dtype=torch.float64), torch.randn(16, 2, generator=g, dtype=torch.float64)
+    for i in (999, 500, 37, 1):
+        t, s = (i + 1) / T, i / T
+        theirs = ref.step(x0_hat, i, x_t, generator=torch.Generator().manual_seed(9)).prev_sample
+        ours = samplers.ddpm_step(x_t, x0_hat, t, s, schedule, generator=torch.Generator().manual_seed(9))
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_ddim_step_matches_diffusers(name):
+    schedule, T = schedules.get_schedule(name), 1000
+    ref = _in_float64(diffusers.DDIMScheduler(num_train_timesteps=T, trained_betas=_diffusers_betas(schedule),
+                                              clip_sample=False, set_alpha_to_one=True, prediction_type="sample",
+                                              timestep_spacing="leading"))
+    ref.set_timesteps(50)
+    g = torch.Generator().manual_seed(1)
+    x_t, x0_hat = torch.randn(16, 2, generator=g, dtype=torch.float64), torch.randn(16, 2, generator=g, dtype=torch.float64)
+    for i in ref.timesteps.tolist()[:-1]:
+        prev = i - T // 50
+        t, s = (i + 1) / T, (prev + 1) / T
+        theirs = ref.step(x0_hat, i, x_t, eta=0.0).prev_sample
+        ours = samplers.ddim_step(x_t, x0_hat, t, s, schedule, eta=0.0)
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
