@@ -1,11 +1,14 @@
 """The forward process and the exact identities that follow from it.
 
-Notation (book's appendix): x_t = alpha_t x_0 + sigma_t eps with eps ~ N(0, I), continuous
-time t in [0, 1], coefficients from a :class:`dmlib.schedules.Schedule`. For s < t,
+Notation (book's appendix): x_t = alpha_t x_0 + sigma_t eps with eps ~ N(0, I),
+continuous time t in [0, 1], coefficients from a :class:`dmlib.schedules.Schedule`.
+For s < t,
 
-    alpha_{t|s} = alpha_t / alpha_s,      sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2
+    alpha_{t|s}   = alpha_t / alpha_s,
+    sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2
 
-are the coefficients of the transition q(x_t | x_s) = N(alpha_{t|s} x_s, sigma_{t|s}^2 I).
+are the coefficients of the transition
+q(x_t | x_s) = N(alpha_{t|s} x_s, sigma_{t|s}^2 I).
 """
 
 from __future__ import annotations
@@ -27,22 +30,30 @@ def _noise_like(x: torch.Tensor, eps, generator, x_name="x0") -> torch.Tensor:
 
 
 def _time(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:
-    """A user's time argument, validated once, as a (B,) tensor next to x (see _check.time_for)."""
+    """A user's time argument, validated once, as a (B,) tensor next to x
+    (see _check.time_for)."""
     return _check.time_for(t, x, name)
 
 
 def _alpha_sigma(t: torch.Tensor, schedule: Schedule, x: torch.Tensor):
-    """(alpha_t, sigma_t) shaped (B, 1, ..., 1) to broadcast against x (internal: t is valid)."""
+    """(alpha_t, sigma_t) shaped (B, 1, ..., 1) to broadcast against x
+    (internal: t is valid)."""
     a, s = schedule._alpha_sigma(_work(t))
     return expand_to(a, x), expand_to(s, x)
 
 
-def q_sample(x0: torch.Tensor, t, schedule: Schedule, eps: torch.Tensor | None = None,
-             *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw x_t ~ q(x_t | x_0) in one shot: x_t = alpha_t x_0 + sigma_t eps (Section 1.2).
+def q_sample(
+    x0: torch.Tensor,
+    t,
+    schedule: Schedule,
+    eps: torch.Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Draw x_t ~ q(x_t | x_0) at once: x_t = alpha_t x_0 + sigma_t eps (Section 1.2).
 
-    ``x0`` has shape (B, ...); ``t`` is a float or a (B,) tensor of times in [0, 1]; ``eps``
-    is the noise to use (drawn from ``generator`` when omitted).
+    ``x0`` has shape (B, ...); ``t`` is a float or a (B,) tensor of times in [0, 1];
+    ``eps`` is the noise to use (drawn from ``generator`` when omitted).
     """
     _check.tensor(x0, "x0")
     _check.schedule(schedule)
@@ -52,7 +63,9 @@ def q_sample(x0: torch.Tensor, t, schedule: Schedule, eps: torch.Tensor | None =
     return a * x0 + s * eps  # (B, ...)
 
 
-def marginal(x0: torch.Tensor, t, schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
+def marginal(
+    x0: torch.Tensor, t, schedule: Schedule
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and variance of q(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I) (Section 1.2).
 
     Returns ``(mean, var)``: mean of x0's shape, var of shape (B, 1, ..., 1).
@@ -64,86 +77,136 @@ def marginal(x0: torch.Tensor, t, schedule: Schedule) -> tuple[torch.Tensor, tor
 
 
 def _transition(s: torch.Tensor, t: torch.Tensor, schedule: Schedule):
-    # alpha_{t|s} = alpha_t / alpha_s and sigma_{t|s}^2 = sigma_t^2 (1 - e^{lambda_t - lambda_s}):
+    # alpha_{t|s} = alpha_t / alpha_s and
+    # sigma_{t|s}^2 = sigma_t^2 (1 - e^{lambda_t - lambda_s}):
     # the second form never subtracts two nearly equal variances (t close to s)
     a_s, _ = schedule._alpha_sigma(s)
     a_t, sig_t = schedule._alpha_sigma(t)
-    d = -torch.expm1(schedule._log_snr(t) - schedule._log_snr(s))  # 1 - e^{lambda_t - lambda_s}, in [0, 1]
+    # 1 - e^{lambda_t - lambda_s}, in [0, 1]
+    d = -torch.expm1(schedule._log_snr(t) - schedule._log_snr(s))
     return a_t / a_s, sig_t**2 * d
 
 
 def transition(s, t, schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
-    """Coefficients of q(x_t | x_s) = N(alpha_{t|s} x_s, sigma_{t|s}^2 I) for s <= t (Section 1.2).
+    """Coefficients of q(x_t | x_s) = N(alpha_{t|s} x_s, sigma_{t|s}^2 I) for s <= t
+    (Section 1.2).
 
     Returns ``(alpha_ts, sigma2_ts)`` with alpha_{t|s} = alpha_t / alpha_s and
-    sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2 = sigma_t^2 (1 - exp(lambda_t - lambda_s)).
+    sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2
+                  = sigma_t^2 (1 - exp(lambda_t - lambda_s)).
     For a VP schedule on the grid s = (k-1)/T, t = k/T this is the DDPM step:
     alpha_{t|s}^2 = 1 - beta_k, sigma_{t|s}^2 = beta_k.
     """
     _check.schedule(schedule)
     s, t = _check.as_time(s, "s"), _check.as_time(t, "t")
     if s.shape != t.shape and 1 not in (s.shape[0], t.shape[0]):
-        raise ValueError(f"s and t must have the same shape or be scalars, got {tuple(s.shape)} and {tuple(t.shape)}")
+        raise ValueError(
+            "s and t must have the same shape or be scalars, "
+            f"got {tuple(s.shape)} and {tuple(t.shape)}"
+        )
     if (s > t).any():
-        raise ValueError("s must not exceed t: the forward transition q(x_t | x_s) runs from s up to t")
+        raise ValueError(
+            "s must not exceed t: "
+            "the forward transition q(x_t | x_s) runs from s up to t"
+        )
     dtype = torch.promote_types(s.dtype, t.dtype)
     a_ts, var_ts = _transition(_work(s.to(dtype)), _work(t.to(dtype)), schedule)
     return a_ts.to(dtype), var_ts.clamp_min(0.0).to(dtype)
 
 
-def q_step(x_s: torch.Tensor, s, t, schedule: Schedule, eps: torch.Tensor | None = None,
-           *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One step of the forward Markov chain: x_t = alpha_{t|s} x_s + sigma_{t|s} eps (Section 1.1).
+def q_step(
+    x_s: torch.Tensor,
+    s,
+    t,
+    schedule: Schedule,
+    eps: torch.Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One step of the forward Markov chain (Section 1.1):
+    x_t = alpha_{t|s} x_s + sigma_{t|s} eps.
 
     With s = (k - 1)/T and t = k/T on a VP schedule this is DDPM's
-    x_k = sqrt(1 - beta_k) x_{k-1} + sqrt(beta_k) eps. Iterating it from 0 to t gives the
-    same distribution as :func:`q_sample` at t -- the closed form of Section 1.2.
+    x_k = sqrt(1 - beta_k) x_{k-1} + sqrt(beta_k) eps. Iterating it from 0 to t gives
+    the same distribution as :func:`q_sample` at t -- the closed form of Section 1.2.
     """
     _check.tensor(x_s, "x_s")
     _check.schedule(schedule)
-    _check.time_order(s, t, strict=False, what="the forward transition q(x_t | x_s) runs from s up to t")
+    _check.time_order(
+        s,
+        t,
+        strict=False,
+        what="the forward transition q(x_t | x_s) runs from s up to t",
+    )
     s, t = _time(s, x_s, "s"), _time(t, x_s, "t")
     a_ts, var_ts = _transition(_work(s), _work(t), schedule)
     eps = _noise_like(x_s, eps, generator, "x_s")
-    return expand_to(a_ts, x_s) * x_s + expand_to(var_ts.clamp_min(0.0).sqrt(), x_s) * eps
+    return (
+        expand_to(a_ts, x_s) * x_s
+        + expand_to(var_ts.clamp_min(0.0).sqrt(), x_s) * eps
+    )
 
 
-def _posterior(x0: torch.Tensor, x_t: torch.Tensor, s: torch.Tensor, t: torch.Tensor, schedule: Schedule):
-    # the coefficients of posterior(), through log-SNR (see its docstring); s, t valid, s < t
+def _posterior(
+    x0: torch.Tensor,
+    x_t: torch.Tensor,
+    s: torch.Tensor,
+    t: torch.Tensor,
+    schedule: Schedule,
+):
+    # the coefficients of posterior(), through log-SNR (see its docstring);
+    # s, t valid, s < t
     s, t = _work(s), _work(t)
     a_s, sig_s = schedule._alpha_sigma(s)
     a_t, sig_t = schedule._alpha_sigma(t)
-    d = -torch.expm1(schedule._log_snr(t) - schedule._log_snr(s))  # 1 - e^{lambda_t - lambda_s}, in [0, 1]
-    c_xt = (a_t / a_s) * (sig_s / sig_t) ** 2  # coefficient of x_t (0 where alpha_t = 0)
+    # 1 - e^{lambda_t - lambda_s}, in [0, 1]
+    d = -torch.expm1(schedule._log_snr(t) - schedule._log_snr(s))
+    c_xt = (a_t / a_s) * (sig_s / sig_t) ** 2  # coefficient of x_t (0 if alpha_t = 0)
     c_x0 = a_s * d  # coefficient of x_0
     var = sig_s**2 * d
-    return expand_to(c_xt, x_t) * x_t + expand_to(c_x0, x0) * x0, expand_to(var.clamp_min(0.0), x_t)  # (B, ...), (B, 1, ...)
+    return (
+        expand_to(c_xt, x_t) * x_t + expand_to(c_x0, x0) * x0,  # (B, ...)
+        expand_to(var.clamp_min(0.0), x_t),  # (B, 1, ...)
+    )
 
 
-def posterior(x0: torch.Tensor, x_t: torch.Tensor, s, t, schedule: Schedule
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of q(x_s | x_t, x_0) for s < t, by completing the square (Section 1.6).
+def posterior(
+    x0: torch.Tensor, x_t: torch.Tensor, s, t, schedule: Schedule
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of q(x_s | x_t, x_0) for s < t, by completing the square
+    (Section 1.6).
 
-        mu    = alpha_{t|s} sigma_s^2 / sigma_t^2 * x_t  +  alpha_s sigma_{t|s}^2 / sigma_t^2 * x_0
+        mu    = alpha_{t|s} sigma_s^2 / sigma_t^2 * x_t
+                + alpha_s sigma_{t|s}^2 / sigma_t^2 * x_0
         var   = sigma_{t|s}^2 sigma_s^2 / sigma_t^2
 
     On the DDPM grid (s = (k-1)/T, t = k/T, VP) these are Ho et al.'s
-    mu~ = sqrt(alpha_bar_{k-1}) beta_k / (1 - alpha_bar_k) x_0 + sqrt(1 - beta_k)(1 - alpha_bar_{k-1}) / (1 - alpha_bar_k) x_k
+    mu~ = sqrt(alpha_bar_{k-1}) beta_k / (1 - alpha_bar_k) x_0
+          + sqrt(1 - beta_k)(1 - alpha_bar_{k-1}) / (1 - alpha_bar_k) x_k
     and beta~_k = (1 - alpha_bar_{k-1}) / (1 - alpha_bar_k) beta_k.
-    The code evaluates the x_0 coefficient and the variance through the log-SNR lambda, with
-    d = 1 - exp(lambda_t - lambda_s) = sigma_{t|s}^2 / sigma_t^2: alpha_s d and sigma_s^2 d, which
-    stay accurate in float32 when s is close to t.
+    The code evaluates the x_0 coefficient and the variance through the log-SNR lambda,
+    with d = 1 - exp(lambda_t - lambda_s) = sigma_{t|s}^2 / sigma_t^2: alpha_s d and
+    sigma_s^2 d, which stay accurate in float32 when s is close to t.
     Returns ``(mean, var)``: mean of x_t's shape, var of shape (B, 1, ..., 1).
     """
     _check.tensor(x0, "x0")
     _check.tensor(x_t, "x_t")
     _check.same_shape(x0, x_t, "x0", "x_t")
     _check.schedule(schedule)
-    _check.time_order(s, t, strict=True, what="the posterior looks back from x_t to an earlier time s")
+    _check.time_order(
+        s, t, strict=True, what="the posterior looks back from x_t to an earlier time s"
+    )
     return _posterior(x0, x_t, _time(s, x_t, "s"), _time(t, x_t, "t"), schedule)
 
 
-def _convert(pred: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: Schedule, src: str, dst: str):
+def _convert(
+    pred: torch.Tensor,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    schedule: Schedule,
+    src: str,
+    dst: str,
+):
     # convert() without checks; t is a valid (B,) tensor
     if src == dst:
         return pred
@@ -174,13 +237,23 @@ def _convert(pred: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: S
     return _target(x0, eps, t, schedule, dst)
 
 
-def convert(pred: torch.Tensor, x_t: torch.Tensor, t, schedule: Schedule, *, src: str, dst: str) -> torch.Tensor:
+def convert(
+    pred: torch.Tensor,
+    x_t: torch.Tensor,
+    t,
+    schedule: Schedule,
+    *,
+    src: str,
+    dst: str,
+) -> torch.Tensor:
     """Convert a prediction of one kind into any other, exactly (Section 1.7).
 
-    Kinds: ``"eps"`` (the noise), ``"x0"`` (the clean data), ``"v"`` = alpha_t eps - sigma_t x_0
-    (Salimans & Ho, 2022), ``"score"`` = -eps / sigma_t (the score of q(x_t | x_0); for a model's
-    expected eps, the score of the marginal p_t -- Tweedie's formula, Chapter 3) and
-    ``"velocity"`` = alpha_t' x_0 + sigma_t' eps (the path's time derivative, Chapter 5).
+    Kinds: ``"eps"`` (the noise), ``"x0"`` (the clean data),
+    ``"v"`` = alpha_t eps - sigma_t x_0 (Salimans & Ho, 2022),
+    ``"score"`` = -eps / sigma_t (the score of q(x_t | x_0); for a model's expected eps,
+    the score of the marginal p_t -- Tweedie's formula, Chapter 3) and
+    ``"velocity"`` = alpha_t' x_0 + sigma_t' eps (the path's time derivative,
+    Chapter 5).
 
     Every kind determines the pair (x_0, eps) given x_t = alpha_t x_0 + sigma_t eps:
 
@@ -189,11 +262,13 @@ def convert(pred: torch.Tensor, x_t: torch.Tensor, t, schedule: Schedule, *, src
         from score:     eps = -sigma_t score
         from v:         x_0 = (alpha_t x_t - sigma_t v) / (alpha_t^2 + sigma_t^2),
                         eps = (sigma_t x_t + alpha_t v) / (alpha_t^2 + sigma_t^2)
-        from velocity:  x_0 = (sigma_t' x_t - sigma_t u) / D,  eps = (alpha_t u - alpha_t' x_t) / D,
+        from velocity:  x_0 = (sigma_t' x_t - sigma_t u) / D,
+                        eps = (alpha_t u - alpha_t' x_t) / D,
                         D = alpha_t sigma_t' - sigma_t alpha_t'
 
     Dividing by alpha_t (from eps) or sigma_t (from x0) is ill-conditioned where that
-    coefficient is near 0 (t near 1, resp. 0); that is a property of the identity, not a bug.
+    coefficient is near 0 (t near 1, resp. 0); that is a property of the identity, not a
+    bug.
     """
     _check.choice(src, "src", PREDICTIONS)
     _check.choice(dst, "dst", PREDICTIONS)
@@ -204,7 +279,9 @@ def convert(pred: torch.Tensor, x_t: torch.Tensor, t, schedule: Schedule, *, src
     return _convert(pred, x_t, _time(t, x_t), schedule, src, dst)
 
 
-def _target(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, schedule: Schedule, kind: str):
+def _target(
+    x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, schedule: Schedule, kind: str
+):
     # target() without checks; t is a valid (B,) tensor
     if kind == "eps":
         return eps
@@ -220,11 +297,13 @@ def _target(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, schedule: Sche
     return da * x0 + ds * eps
 
 
-def target(x0: torch.Tensor, eps: torch.Tensor, t, schedule: Schedule, kind: str) -> torch.Tensor:
+def target(
+    x0: torch.Tensor, eps: torch.Tensor, t, schedule: Schedule, kind: str
+) -> torch.Tensor:
     """The value of a prediction kind for a known pair (x_0, eps) (Section 1.7).
 
-        eps -> eps,   x0 -> x_0,   v -> alpha_t eps - sigma_t x_0,   score -> -eps / sigma_t,
-        velocity -> alpha_t' x_0 + sigma_t' eps
+        eps -> eps,   x0 -> x_0,   v -> alpha_t eps - sigma_t x_0,
+        score -> -eps / sigma_t,   velocity -> alpha_t' x_0 + sigma_t' eps
 
     These are the regression targets of training (Chapter 2). Computed from the pair
     directly, never through x_t, so no coefficient is divided by that could be near 0

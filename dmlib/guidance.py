@@ -1,8 +1,10 @@
-"""Guidance: wrappers that turn a model into a guided model with the same protocol. Chapter 6.
+"""Guidance: wrappers that turn a model into a guided model with the same protocol.
+Chapter 6.
 
 Both wrappers return an object callable as ``guided(x_t, t, y)`` that declares
 ``prediction = "score"`` (classifier guidance) or the wrapped model's own prediction
-(classifier-free guidance), so every sampler of :mod:`dmlib.samplers` runs them unchanged.
+(classifier-free guidance), so every sampler of :mod:`dmlib.samplers` runs them
+unchanged.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ class ClassifierFreeGuidance:
 
         out_w(x_t, t, y) = out(x_t, t, None) + w (out(x_t, t, y) - out(x_t, t, None)).
 
-    For eps / score / v predictions this is the score of p_t(x)^(1-w) p_t(x | y)^w up to the
-    linear conversions; w = 1 returns the conditional model, w = 0 the unconditional one.
-    The model must accept ``y=None`` for its unconditional output (label dropout in training).
+    For eps / score / v predictions this is the score of p_t(x)^(1-w) p_t(x | y)^w up to
+    the linear conversions; w = 1 returns the conditional model, w = 0 the unconditional
+    one. The model must accept ``y=None`` for its unconditional output (label dropout in
+    training).
     """
 
     def __init__(self, model, w: float):
@@ -31,7 +34,8 @@ class ClassifierFreeGuidance:
         self.prediction = getattr(model, "prediction", None)
         if self.prediction is None:
             raise AttributeError("model must declare model.prediction")
-        self.n_classes = getattr(model, "n_classes", None)  # samplers check labels against it
+        # samplers check labels against it
+        self.n_classes = getattr(model, "n_classes", None)
 
     def __call__(self, x_t: torch.Tensor, t, y=None) -> torch.Tensor:
         if y is None:
@@ -44,8 +48,8 @@ class ClassifierFreeGuidance:
 
 
 class ClassifierGuidance:
-    """Classifier guidance (Dhariwal & Nichol, 2021), Section 6.3: add the gradient of a noisy
-    classifier's log-probability to the model's score,
+    """Classifier guidance (Dhariwal & Nichol, 2021), Section 6.3: add the gradient of a
+    noisy classifier's log-probability to the model's score,
 
         score_w(x_t, t, y) = score(x_t, t) + w grad_x log p_phi(y | x_t, t).
 
@@ -58,8 +62,10 @@ class ClassifierGuidance:
         _check.schedule(schedule)
         if not isinstance(w, (int, float)) or w != w:
             raise ValueError(f"w must be a real number, got {w!r}")
-        self.model, self.classifier, self.schedule, self.w = model, classifier, schedule, float(w)
-        self.n_classes = getattr(classifier, "n_classes", None)  # samplers check labels against it
+        self.model, self.classifier = model, classifier
+        self.schedule, self.w = schedule, float(w)
+        # samplers check labels against it
+        self.n_classes = getattr(classifier, "n_classes", None)
 
     def classifier_grad(self, x_t: torch.Tensor, t, y) -> torch.Tensor:
         """grad_x log p_phi(y | x_t, t), shape of x_t."""
@@ -73,7 +79,8 @@ class ClassifierGuidance:
 
     def __call__(self, x_t: torch.Tensor, t, y=None) -> torch.Tensor:
         t = _check.time_like(t, x_t)
-        score = _convert(self.model(x_t, t, None), x_t, t, self.schedule, self.model.prediction, "score")
+        out = self.model(x_t, t, None)
+        score = _convert(out, x_t, t, self.schedule, self.model.prediction, "score")
         if y is None or self.w == 0.0:
             return score
         return score + self.w * self.classifier_grad(x_t, t, y)

@@ -1,16 +1,17 @@
-"""Training losses: the denoising loss for any prediction target, and flow matching. Chapter 2.
+"""Training losses: the denoising loss for any prediction target, and flow matching.
+Chapter 2.
 
-A loss is a function ``loss(model, x0, y=None, generator=None) -> scalar`` that draws the time
-and the noise itself, so the one training loop (:mod:`dmlib.train`) serves every chapter.
-:func:`diffusion_loss` builds one:
+A loss is a function ``loss(model, x0, y=None, generator=None) -> scalar`` that draws
+the time and the noise itself, so the one training loop (:mod:`dmlib.train`) serves
+every chapter. :func:`diffusion_loss` builds one:
 
     t ~ U(t_min, t_max),  eps ~ N(0, I),  x_t = alpha_t x_0 + sigma_t eps
     L = E[ w(t) * mean_dims | model(x_t, t, y) - target(x_0, eps, t) |^2 ]
 
 where ``target`` is what the model predicts (``model.prediction``): eps, x0, v, score or
-velocity. Each choice is a reweighting of the same objective over noise levels: in terms of
-the eps error, the x0 loss weighs time t by 1 / SNR(t) and the v loss (VP) by 1 + 1 / SNR(t)
-(Section 2.7).
+velocity. Each choice is a reweighting of the same objective over noise levels: in terms
+of the eps error, the x0 loss weighs time t by 1 / SNR(t) and the v loss (VP) by
+1 + 1 / SNR(t) (Section 2.7).
 Flow matching (Chapter 5) is the case ``prediction="velocity"`` on the linear path.
 """
 
@@ -25,15 +26,21 @@ from .schedules import Schedule, _work, expand_to
 WEIGHTINGS = ("none", "x0", "min_snr", "elbo_eps")
 
 
-def weight(t: torch.Tensor, schedule: Schedule, weighting: str, *, prediction: str = "eps",
-           gamma: float = 5.0) -> torch.Tensor:
+def weight(
+    t: torch.Tensor,
+    schedule: Schedule,
+    weighting: str,
+    *,
+    prediction: str = "eps",
+    gamma: float = 5.0,
+) -> torch.Tensor:
     """Per-sample loss weight w(t), shape (B,) (Section 2.7).
 
     * ``"none"``: w = 1 on the model's own target;
     * ``"x0"``: turns an eps-loss into an x0-loss, w = 1 / SNR(t), since
       |x_0 - x0_hat|^2 = |eps - eps_hat|^2 / SNR(t) (only for prediction="eps");
-    * ``"min_snr"``: Min-SNR-gamma (Hang et al., 2023), the x0-loss weight min(SNR, gamma)
-      expressed for the model's target;
+    * ``"min_snr"``: Min-SNR-gamma (Hang et al., 2023), the x0-loss weight
+      min(SNR, gamma) expressed for the model's target;
     * ``"elbo_eps"``: eps-loss weight proportional to -d lambda/dt, which makes the loss
       the ELBO's continuous-time form (Kingma et al., 2021), up to a constant.
     """
@@ -53,50 +60,81 @@ def _weight(t, schedule, weighting, prediction, gamma):
     snr = torch.exp(schedule._log_snr(tt))
     if weighting == "x0":
         if prediction != "eps":
-            raise ValueError(f"weighting='x0' converts an eps-loss to an x0-loss; prediction must be 'eps', got {prediction!r}")
+            raise ValueError(
+                "weighting='x0' converts an eps-loss to an x0-loss; "
+                f"prediction must be 'eps', got {prediction!r}"
+            )
         return (1.0 / snr).to(t.dtype)
     if weighting == "min_snr":
         x0_weight = snr.clamp(max=gamma)  # weight of the x0-error
-        # the same weight expressed for the model's target: |x0 err|^2 = |eps err|^2 / SNR
-        # = sigma^2 / (alpha^2 + sigma^2)^2 |v err|^2 (= |v err|^2 / (1 + SNR) for a VP schedule)
-        to_target = {"x0": torch.ones_like(snr), "eps": 1.0 / snr, "v": s**2 / (a**2 + s**2) ** 2}
+        # the same weight expressed for the model's target:
+        # |x0 err|^2 = |eps err|^2 / SNR = sigma^2 / (alpha^2 + sigma^2)^2 |v err|^2
+        # (= |v err|^2 / (1 + SNR) for a VP schedule)
+        to_target = {
+            "x0": torch.ones_like(snr),
+            "eps": 1.0 / snr,
+            "v": s**2 / (a**2 + s**2) ** 2,
+        }
         if prediction not in to_target:
-            raise ValueError(f"weighting='min_snr' supports predictions eps, x0, v; got {prediction!r}")
+            raise ValueError(
+                "weighting='min_snr' supports predictions eps, x0, v; "
+                f"got {prediction!r}"
+            )
         return (x0_weight * to_target[prediction]).to(t.dtype)
     if prediction != "eps":
-        raise ValueError(f"weighting='elbo_eps' is defined for prediction 'eps', got {prediction!r}")
-    # -lambda'/2 = g^2 / (2 sigma^2), with g^2 = -sigma^2 lambda' the SDE's diffusion (Section 4.1)
+        raise ValueError(
+            f"weighting='elbo_eps' is defined for prediction 'eps', got {prediction!r}"
+        )
+    # -lambda'/2 = g^2 / (2 sigma^2), with g^2 = -sigma^2 lambda' the SDE's diffusion
+    # (Section 4.1)
     return (schedule._sde(tt)[1] / (2 * s**2)).to(t.dtype)
 
 
-def diffusion_loss(schedule: Schedule, *, weighting: str = "none", t_min: float = 1e-3, t_max: float = 1.0,
-                   gamma: float = 5.0, coupling=None, paired: bool = False):
-    """Build the denoising loss ``loss(model, x0, y=None, generator=None)`` (Section 2.4).
+def diffusion_loss(
+    schedule: Schedule,
+    *,
+    weighting: str = "none",
+    t_min: float = 1e-3,
+    t_max: float = 1.0,
+    gamma: float = 5.0,
+    coupling=None,
+    paired: bool = False,
+):
+    """Build the denoising loss ``loss(model, x0, y=None, generator=None)``
+    (Section 2.4).
 
-    The target follows ``model.prediction``. Time is drawn uniformly from [t_min, t_max];
-    t_min > 0 keeps eps-targets away from sigma_0 = 0 where x_t carries no noise to predict.
-    ``coupling(x0, eps) -> eps`` may re-pair data and noise within the batch (e.g.
-    :func:`dmlib.flow.ot_pairing`); by default they are independent. With ``paired=True``
-    the batch is a tensor of stored pairs, shape (B, 2, ...) = (x_0, eps) (reflow, Section
-    5.4), and no noise is drawn.
+    The target follows ``model.prediction``. Time is drawn uniformly from
+    [t_min, t_max]; t_min > 0 keeps eps-targets away from sigma_0 = 0 where x_t carries
+    no noise to predict. ``coupling(x0, eps) -> eps`` may re-pair data and noise within
+    the batch (e.g. :func:`dmlib.flow.ot_pairing`); by default they are independent.
+    With ``paired=True`` the batch is a tensor of stored pairs,
+    shape (B, 2, ...) = (x_0, eps) (reflow, Section 5.4), and no noise is drawn.
     """
     _check.schedule(schedule)
     _check.choice(weighting, "weighting", WEIGHTINGS)
     if not (0.0 <= t_min < t_max <= 1.0):
-        raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+        raise ValueError(
+            f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}"
+        )
 
-    def loss(model, x0: torch.Tensor, y=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        model, x0: torch.Tensor, y=None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         kind = getattr(model, "prediction", None)
         _check.choice(kind, "model.prediction", PREDICTIONS)
         _check.tensor(x0, "x0", min_dim=2)
         if paired:
             if x0.dim() < 3 or x0.shape[1] != 2:
-                raise ValueError(f"a paired loss needs batches of (x0, eps) pairs, shape (B, 2, ...), "
-                                 f"got {tuple(x0.shape)}")
+                raise ValueError(
+                    "a paired loss needs batches of (x0, eps) pairs, "
+                    f"shape (B, 2, ...), got {tuple(x0.shape)}"
+                )
             x0, eps = x0[:, 0], x0[:, 1]
         b = x0.shape[0]
-        # 1. draw times and noise (on the generator's device, then moved: see dmlib.noise)
-        t = t_min + (t_max - t_min) * noise.rand((b,), generator=generator, device=x0.device)
+        # 1. draw times and noise
+        # (on the generator's device, then moved: see dmlib.noise)
+        u = noise.rand((b,), generator=generator, device=x0.device)  # U(0, 1)
+        t = t_min + (t_max - t_min) * u
         if not paired:
             eps = noise.randn_like(x0, generator=generator)
         if coupling is not None:
@@ -117,39 +155,54 @@ def diffusion_loss(schedule: Schedule, *, weighting: str = "none", t_min: float 
 COUPLINGS = ("independent", "ot", "pairs")
 
 
-def flow_matching_loss(schedule: Schedule | None = None, *, coupling: str = "independent", t_min: float = 0.0,
-                       t_max: float = 1.0):
+def flow_matching_loss(
+    schedule: Schedule | None = None,
+    *,
+    coupling: str = "independent",
+    t_min: float = 0.0,
+    t_max: float = 1.0,
+):
     """Conditional flow matching (Lipman et al., 2023; Liu et al., 2023), Section 5.2.
 
     On the linear path x_t = (1 - t) x_0 + t eps (the default) the target velocity is
     u = eps - x_0; the model must declare ``prediction = "velocity"``. It is
-    :func:`diffusion_loss` with that target and no weighting. The coupling says how data and
-    noise are paired: ``"independent"`` draws fresh noise for every data point,
-    ``"ot"`` re-pairs them by minibatch optimal transport (Section 5.5), which straightens
-    the paths, and ``"pairs"`` takes batches of stored pairs, shape (B, 2, ...) = (x_0, eps),
-    such as those of :func:`dmlib.flow.reflow_pairs` (reflow, Section 5.4).
+    :func:`diffusion_loss` with that target and no weighting. The coupling says how data
+    and noise are paired: ``"independent"`` draws fresh noise for every data point,
+    ``"ot"`` re-pairs them by minibatch optimal transport (Section 5.5), which
+    straightens the paths, and ``"pairs"`` takes batches of stored pairs,
+    shape (B, 2, ...) = (x_0, eps), such as those of :func:`dmlib.flow.reflow_pairs`
+    (reflow, Section 5.4).
     """
     from .flow import ot_pairing
     from .schedules import FlowSchedule
 
     _check.choice(coupling, "coupling", COUPLINGS)
-    return diffusion_loss(schedule if schedule is not None else FlowSchedule(), t_min=t_min, t_max=t_max,
-                          coupling=ot_pairing if coupling == "ot" else None, paired=coupling == "pairs")
+    return diffusion_loss(
+        schedule if schedule is not None else FlowSchedule(),
+        t_min=t_min,
+        t_max=t_max,
+        coupling=ot_pairing if coupling == "ot" else None,
+        paired=coupling == "pairs",
+    )
 
 
 def classifier_loss(schedule: Schedule, *, t_min: float = 0.0, t_max: float = 1.0):
-    """Cross-entropy of a noisy classifier on x_t ~ q(x_t | x_0) at random t (Section 6.3).
+    """Cross-entropy of a noisy classifier on x_t ~ q(x_t | x_0) at random t
+    (Section 6.3).
 
-    Returns ``loss(classifier, x0, y, generator)`` for :func:`dmlib.train.train`; ``y`` is
-    required.
+    Returns ``loss(classifier, x0, y, generator)`` for :func:`dmlib.train.train`; ``y``
+    is required.
     """
     _check.schedule(schedule)
 
-    def loss(classifier, x0: torch.Tensor, y=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        classifier, x0: torch.Tensor, y=None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         if y is None:
             raise ValueError("classifier_loss needs labels y")
         b = x0.shape[0]
-        t = t_min + (t_max - t_min) * noise.rand((b,), generator=generator, device=x0.device)
+        u = noise.rand((b,), generator=generator, device=x0.device)  # U(0, 1)
+        t = t_min + (t_max - t_min) * u
         eps = noise.randn_like(x0, generator=generator)
         a, s = schedule._alpha_sigma(t)
         x_t = expand_to(a, x0) * x0 + expand_to(s, x0) * eps

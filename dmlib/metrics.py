@@ -1,4 +1,5 @@
-"""Sample-quality metrics for 2D data: exact W2, sliced Wasserstein, MMD, mode spread. Section 2.6.
+"""Sample-quality metrics for 2D data: exact W2, sliced Wasserstein, MMD, mode spread.
+Section 2.6.
 
 A distance between two finite samples is never 0, even when both come from the same
 distribution. Every metric is therefore also reported as a ratio to its *floor*, the
@@ -24,12 +25,16 @@ def _pair(x, y):
     _check.tensor(x, "x", min_dim=2)
     _check.tensor(y, "y", min_dim=2)
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have shapes (N, D) and (M, D), got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            "x and y must have shapes (N, D) and (M, D), "
+            f"got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     return x.detach().to("cpu", torch.float64), y.detach().to("cpu", torch.float64)
 
 
 def w2(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Exact 2-Wasserstein distance between two equal-size empirical distributions (Section 2.6).
+    """Exact 2-Wasserstein distance between two equal-size empirical distributions
+    (Section 2.6).
 
         W2(x, y)^2 = min over permutations pi of (1/N) sum_i |x_i - y_pi(i)|^2,
 
@@ -37,7 +42,9 @@ def w2(x: torch.Tensor, y: torch.Tensor) -> float:
     """
     x, y = _pair(x, y)
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"w2 needs samples of equal size, got {x.shape[0]} and {y.shape[0]}")
+        raise ValueError(
+            f"w2 needs samples of equal size, got {x.shape[0]} and {y.shape[0]}"
+        )
     # distances from the differences themselves, not |x|^2 + |y|^2 - 2 x.y (cdist's fast
     # path), which loses precision for nearby points: equal samples must give exactly 0
     cost = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist") ** 2
@@ -45,28 +52,46 @@ def w2(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(cost[rows, cols].mean().sqrt())
 
 
-def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 256, *,
-                       generator: torch.Generator | None = None) -> float:
-    """Sliced 2-Wasserstein distance: the root mean of 1D W2^2 over random directions (Section 2.6).
+def sliced_wasserstein(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_projections: int = 256,
+    *,
+    generator: torch.Generator | None = None,
+) -> float:
+    """Sliced 2-Wasserstein distance: the root mean of 1D W2^2 over random directions
+    (Section 2.6).
 
-    In one dimension optimal transport sorts both samples; with equal sizes W2^2 is the mean
-    squared difference of the sorted projections.
+    In one dimension optimal transport sorts both samples; with equal sizes W2^2 is the
+    mean squared difference of the sorted projections.
     """
     x, y = _pair(x, y)
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"sliced_wasserstein needs samples of equal size, got {x.shape[0]} and {y.shape[0]}")
+        raise ValueError(
+            "sliced_wasserstein needs samples of equal size, "
+            f"got {x.shape[0]} and {y.shape[0]}"
+        )
     n_projections = _check.positive_int(n_projections, "n_projections")
-    theta = noise.randn((x.shape[1], n_projections), generator=generator, device="cpu", dtype=torch.float64)
+    theta = noise.randn(
+        (x.shape[1], n_projections),
+        generator=generator,
+        device="cpu",
+        dtype=torch.float64,
+    )
     theta = theta / theta.norm(dim=0, keepdim=True)  # (D, P) unit directions
     px, _ = torch.sort(x @ theta, dim=0)
     py, _ = torch.sort(y @ theta, dim=0)
     return float(((px - py) ** 2).mean().sqrt())
 
 
-def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)) -> float:
-    """Unbiased squared maximum mean discrepancy with a sum of Gaussian kernels (Section 2.6).
+def mmd(
+    x: torch.Tensor, y: torch.Tensor, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)
+) -> float:
+    """Unbiased squared maximum mean discrepancy with a sum of Gaussian kernels
+    (Section 2.6).
 
-        MMD^2 = E k(x, x') + E k(y, y') - 2 E k(x, y),    k(a, b) = sum_h exp(-|a - b|^2 / (2 h^2)).
+        MMD^2   = E k(x, x') + E k(y, y') - 2 E k(x, y),
+        k(a, b) = sum_h exp(-|a - b|^2 / (2 h^2)).
     """
     x, y = _pair(x, y)
     if x.shape[0] < 2 or y.shape[0] < 2:
@@ -78,25 +103,33 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)) 
 
     n, m = x.shape[0], y.shape[0]
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    return float((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-                 + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2 * kxy.mean())
+    return float(
+        (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+        + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+        - 2 * kxy.mean()
+    )
 
 
 def mode_spread(x: torch.Tensor, centres: torch.Tensor) -> float:
-    """Root-mean-square distance of each point to the nearest of the given centres (Section 4.5):
+    """Root-mean-square distance of each point to the nearest of the given centres
+    (Section 4.5):
 
         spread = ( (1/N) sum_i min_k |x_i - c_k|^2 )^(1/2).
 
-    For samples of a mixture of well-separated isotropic Gaussians of standard deviation s in
-    D dimensions it is about s sqrt(D), so it shows whether a sampler gives the modes their
-    right width (too sharp: smaller; blurred: larger), which W2 at small N barely sees.
+    For samples of a mixture of well-separated isotropic Gaussians of standard deviation
+    s in D dimensions it is about s sqrt(D), so it shows whether a sampler gives the
+    modes their right width (too sharp: smaller; blurred: larger), which W2 at small N
+    barely sees.
     """
     _check.tensor(x, "x", min_dim=2)
     _check.tensor(centres, "centres", min_dim=2)
     if x.dim() != 2 or centres.dim() != 2 or x.shape[1] != centres.shape[1]:
-        raise ValueError(f"x and centres must have shapes (N, D) and (K, D), got {tuple(x.shape)} "
-                         f"and {tuple(centres.shape)}")
-    x64, c64 = x.detach().to("cpu", torch.float64), centres.detach().to("cpu", torch.float64)
+        raise ValueError(
+            "x and centres must have shapes (N, D) and (K, D), "
+            f"got {tuple(x.shape)} and {tuple(centres.shape)}"
+        )
+    x64 = x.detach().to("cpu", torch.float64)
+    c64 = centres.detach().to("cpu", torch.float64)
     d = torch.cdist(x64, c64, compute_mode="donot_use_mm_for_euclid_dist")  # (N, K)
     return float(d.min(1).values.pow(2).mean().sqrt())
 
@@ -104,12 +137,14 @@ def mode_spread(x: torch.Tensor, centres: torch.Tensor) -> float:
 METRICS = {"w2": w2, "sw": sliced_wasserstein, "mmd": mmd}
 
 
-# data_sampler -> {(metric, n, seed): (reference draw, floor)}; entries leave with the sampler
+# data_sampler -> {(metric, n, seed): (reference draw, floor)};
+# entries leave with the sampler
 _FLOORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _reference(metric, fn, data_sampler, n, seed):
-    """A data draw of size n and the data-vs-data floor beside it, computed once per sampler."""
+    """A data draw of size n and the data-vs-data floor beside it, computed once per
+    sampler."""
     key = (metric, n, seed)
     try:
         cached = _FLOORS.setdefault(data_sampler, {})
@@ -122,18 +157,27 @@ def _reference(metric, fn, data_sampler, n, seed):
     return cached[key]
 
 
-def floor_ratio(metric: str, samples: torch.Tensor, data_sampler, *, n_repeats: int = 1, seed: int = 104729) -> dict:
-    """A metric of ``samples`` against fresh data, and its ratio R to the data-vs-data floor.
+def floor_ratio(
+    metric: str,
+    samples: torch.Tensor,
+    data_sampler,
+    *,
+    n_repeats: int = 1,
+    seed: int = 104729,
+) -> dict:
+    """A metric of ``samples`` against fresh data, and its ratio R to the data-vs-data
+    floor.
 
-    ``data_sampler(n, generator)`` draws n data points. Returns a dict with ``value`` (model
-    vs data), ``floor`` (data vs data, same N) and ``ratio`` = value / floor, each averaged
-    over ``n_repeats`` draws of the reference data, seeded from ``seed`` (a value unlikely to
-    coincide with the seed that drew ``samples``: the same seed would give the same points). Section 2.6.
+    ``data_sampler(n, generator)`` draws n data points. Returns a dict with ``value``
+    (model vs data), ``floor`` (data vs data, same N) and ``ratio`` = value / floor,
+    each averaged over ``n_repeats`` draws of the reference data, seeded from ``seed``
+    (a value unlikely to coincide with the seed that drew ``samples``: the same seed
+    would give the same points). Section 2.6.
 
-    The reference draws and the floor depend only on the sampler, N, the metric and the seed,
-    so they are computed once per sampler object and reused: comparing many sample sets with
-    the same data costs one metric evaluation each. (A sampler must therefore draw from the
-    generator it is given, as every sampler in this book does.)
+    The reference draws and the floor depend only on the sampler, N, the metric and the
+    seed, so they are computed once per sampler object and reused: comparing many sample
+    sets with the same data costs one metric evaluation each. (A sampler must therefore
+    draw from the generator it is given, as every sampler in this book does.)
     """
     _check.choice(metric, "metric", METRICS)
     fn = METRICS[metric]
@@ -144,4 +188,10 @@ def floor_ratio(metric: str, samples: torch.Tensor, data_sampler, *, n_repeats: 
         vals.append(fn(samples, ref))
         floors.append(floor)
     value, floor = float(np.mean(vals)), float(np.mean(floors))
-    return {"metric": metric, "n": n, "value": value, "floor": floor, "ratio": value / floor}
+    return {
+        "metric": metric,
+        "n": n,
+        "value": value,
+        "floor": floor,
+        "ratio": value / floor,
+    }

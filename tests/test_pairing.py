@@ -5,7 +5,10 @@ file is newer, so the check compares the cells that jupytext reads from both fil
 """
 
 import importlib.util
+import inspect
 import json
+import re
+import sys
 from pathlib import Path
 
 import jupytext
@@ -86,3 +89,78 @@ def test_long_code_line_check_sees_a_long_line(tmp_path):
     (tmp_path / "c.md").write_text(f"# t\n\n```{{code-cell}} ipython3\n{wide}\n```\n\n"
                                    f"```{{code-cell}} ipython3\n:tags: [hide-input]\n\n{wide}\n```\n")
     assert long_code_lines(tmp_path / "c.md") == [(wide, len(wide))]  # the hidden cell is exempt
+
+
+# The chapters also show dmlib's own code with plot.show_source(X), which appends the
+# unchecked twin of a public function (see dmlib/plot.py); that code must fit the column
+# too.
+SHOW_SOURCE = re.compile(r"plot\.show_source\(\s*([A-Za-z_][\w.]*)\s*\)")
+BOOK_PAGES = sorted((ROOT / "book").glob("*.md"))
+
+
+def shown_targets(paths):
+    """The distinct X of every ``plot.show_source(X)`` in the given pages, in order."""
+    text = "\n".join(p.read_text(encoding="utf-8") for p in paths)
+    return list(dict.fromkeys(SHOW_SOURCE.findall(text)))
+
+
+SHOWN = shown_targets(BOOK_PAGES)
+
+
+def resolve_shown(expr):
+    """(name, object) of what ``plot.show_source(expr)`` displays in a chapter.
+
+    ``expr`` is a dotted name below dmlib (the chapters import dmlib's modules by name).
+    After the object itself comes its unchecked twin, by the rule of dmlib/plot.py: a
+    function of the same module named ``_`` + name or ``_`` + name without ``_step``,
+    for a public name whose source calls it.
+    """
+    import dmlib
+
+    obj = dmlib
+    for part in expr.split("."):
+        obj = getattr(obj, part)
+    out = [(expr, obj)]
+    name = getattr(obj, "__name__", "")
+    if name and not name.startswith("_"):
+        module = sys.modules.get(getattr(obj, "__module__", ""))
+        src = inspect.getsource(obj)
+        for twin_name in dict.fromkeys(("_" + name, "_" + name.removesuffix("_step"))):
+            twin = getattr(module, twin_name, None)
+            if inspect.isfunction(twin) and f"{twin_name}(" in src:
+                out.append((f"{module.__name__}.{twin_name}", twin))
+    return out
+
+
+def long_source_lines(expr):
+    """(name, line, length) of every displayed source line wider than the column."""
+    return [
+        (name, line, len(line))
+        for name, obj in resolve_shown(expr)
+        for line in inspect.getsource(obj).splitlines()
+        if len(line) > CODE_COLUMNS
+    ]
+
+
+@pytest.mark.parametrize("expr", SHOWN, ids=str)
+def test_shown_source_fits_the_column(expr):
+    assert long_source_lines(expr) == []
+
+
+def test_shown_source_resolver_finds_targets_and_twins(tmp_path, capsys):
+    # A test of the test: the chapters' targets are found, twins included, and what is
+    # checked is exactly what plot.show_source displays.
+    from dmlib import plot, samplers
+
+    page = tmp_path / "c.md"
+    page.write_text("```{code-cell} ipython3\nplot.show_source(samplers.ddim_step)\n"
+                    "plot.show_source( toy.GaussianMixture.score )\n```\n")
+    assert shown_targets([page]) == ["samplers.ddim_step", "toy.GaussianMixture.score"]
+    assert {"samplers.ddim_step", "diffusion.q_sample", "nn.MLP"} <= set(SHOWN)
+    shown = resolve_shown("samplers.ddim_step")
+    assert [name for name, _ in shown] == ["samplers.ddim_step", "dmlib.samplers._ddim"]
+    no_twin = resolve_shown("diffusion.q_sample")
+    assert [name for name, _ in no_twin] == ["diffusion.q_sample"]
+    plot.show_source(samplers.ddim_step)
+    displayed = "\n\n".join(inspect.getsource(obj) for _, obj in shown) + "\n"
+    assert capsys.readouterr().out == displayed

@@ -1,8 +1,8 @@
 """Networks of the book: time embeddings and an MLP denoiser for 2D data (Chapter 2).
 
-Every network follows the denoiser protocol ``model(x_t, t, y=None) -> Tensor`` and declares
-what it predicts in ``model.prediction`` ("eps", "x0", "v", "score" or "velocity"); none of
-them owns a schedule.
+Every network follows the denoiser protocol ``model(x_t, t, y=None) -> Tensor`` and
+declares what it predicts in ``model.prediction`` ("eps", "x0", "v", "score" or
+"velocity"); none of them owns a schedule.
 """
 
 from .embeddings import TimeEmbedding, sinusoidal_embedding

@@ -19,7 +19,9 @@ from torch import nn
 from .. import _check
 
 
-def sinusoidal_embedding(t: torch.Tensor, dim: int, *, scale: float = 1000.0, max_period: float = 10000.0) -> torch.Tensor:
+def sinusoidal_embedding(
+    t: torch.Tensor, dim: int, *, scale: float = 1000.0, max_period: float = 10000.0
+) -> torch.Tensor:
     """Sinusoidal features of times t (shape (B,)), shape (B, dim). Section 2.4."""
     _check.tensor(t, "t")
     if t.dim() != 1:
@@ -28,17 +30,19 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, *, scale: float = 1000.0, ma
     if dim % 2:
         raise ValueError(f"dim must be even, got {dim}")
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    i = torch.arange(half, device=t.device, dtype=torch.float32)
+    freqs = torch.exp(-math.log(max_period) * i / half)
     args = scale * t.float()[:, None] * freqs[None, :]  # (B, half)
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)  # (B, dim)
 
 
 class TimeEmbedding(nn.Module):
-    """Sinusoidal features of t followed by a small MLP, plus an optional class embedding.
+    """Sinusoidal features of t followed by a small MLP, plus an optional class
+    embedding.
 
     With ``n_classes`` set, label ``y`` adds a learned vector; ``y=None`` (or the label
-    ``n_classes``, the "null" class) gives the unconditional embedding that classifier-free
-    guidance needs (Chapter 6). Section 2.4.
+    ``n_classes``, the "null" class) gives the unconditional embedding that
+    classifier-free guidance needs (Chapter 6). Section 2.4.
     """
 
     def __init__(self, dim: int, n_classes: int | None = None):
@@ -51,21 +55,30 @@ class TimeEmbedding(nn.Module):
             self.label = nn.Embedding(n_classes + 1, dim)  # last row: the null class
 
     def forward(self, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.mlp(sinusoidal_embedding(t, self.dim).to(self.mlp[0].weight.dtype))  # (B, dim)
+        features = sinusoidal_embedding(t, self.dim).to(self.mlp[0].weight.dtype)
+        emb = self.mlp(features)  # (B, dim)
         if self.n_classes is None:
             if y is not None:
-                raise ValueError("y was given but this network was built without n_classes")
+                raise ValueError(
+                    "y was given but this network was built without n_classes"
+                )
             return emb
         if y is None:
-            y = torch.full((t.shape[0],), self.n_classes, dtype=torch.long, device=t.device)
+            y = torch.full(
+                (t.shape[0],), self.n_classes, dtype=torch.long, device=t.device
+            )
         y = torch.as_tensor(y, device=t.device)
         if y.is_floating_point() or y.dtype == torch.bool:
             raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
         y = y.long().expand(t.shape[0]) if y.dim() == 0 else y.long()
         if y.shape != (t.shape[0],):
-            raise ValueError(f"y must be one label or have shape ({t.shape[0]},), got shape {tuple(y.shape)}")
+            raise ValueError(
+                f"y must be one label or have shape ({t.shape[0]},), "
+                f"got shape {tuple(y.shape)}"
+            )
         if y.device.type == "cpu":
-            # reading a CPU tensor costs no device sync; on a GPU the values are checked once
-            # where they enter (sample(), train()), not at every call of the network
+            # reading a CPU tensor costs no device sync; on a GPU the values are
+            # checked once where they enter (sample(), train()), not at every call of
+            # the network
             _check.labels(y, t.shape[0], self.n_classes)
         return emb + self.label(y)
