@@ -107,8 +107,9 @@ class GaussianMixture:
     Parameters
     ----------
     means : (K, D) tensor
-    covs : (K, D, D) tensor of covariances, or (K,) standard deviations for isotropic
-        parts
+    covs : (K, D, D) covariance matrices Sigma_k; or, for isotropic components,
+    stds : (K,) standard deviations s_k, so that Sigma_k = s_k^2 I (keyword only; give
+        exactly one of covs and stds)
     weights : (K,) mixing weights, normalised here (default: uniform)
     labels : (K,) integer class of each component (default: all 0); ``y`` in
         :meth:`denoiser` and :meth:`sample` selects the components of one class.
@@ -117,21 +118,32 @@ class GaussianMixture:
     Introduced in Section 1.2; the oracle of every later check.
     """
 
-    def __init__(self, means, covs, weights=None, labels=None):
+    def __init__(self, means, covs=None, weights=None, labels=None, *, stds=None):
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.dim() != 2:
             raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
         K, D = means.shape
+        if (covs is None) == (stds is None):
+            raise ValueError("give exactly one of covs (covariance matrices, shape (K, D, D)) "
+                             "and stds (standard deviations of isotropic components, shape (K,))")
+        if stds is not None:
+            stds = torch.as_tensor(stds, dtype=torch.float64)
+            if stds.shape != (K,):
+                raise ValueError(f"stds must have shape ({K},), one standard deviation per "
+                                 f"component, got {tuple(stds.shape)}")
+            if (stds <= 0).any():
+                raise ValueError("stds must all be > 0")
+            covs = stds[:, None, None] ** 2 * torch.eye(D, dtype=torch.float64)  # (K, D, D)
         covs = torch.as_tensor(covs, dtype=torch.float64)
         if covs.shape == (K,):
-            if (covs <= 0).any():
-                raise ValueError("covs given as standard deviations must all be > 0")
-            # (K, D, D)
-            covs = covs[:, None, None] ** 2 * torch.eye(D, dtype=torch.float64)
+            raise ValueError(
+                f"covs must be covariance matrices of shape ({K}, {D}, {D}); a vector of "
+                f"shape ({K},) is ambiguous (variances or standard deviations?): for "
+                f"isotropic components pass their standard deviations as stds=..."
+            )
         if covs.shape != (K, D, D):
             raise ValueError(
-                f"covs must have shape ({K}, {D}, {D}) or ({K},), "
-                f"got {tuple(covs.shape)}"
+                f"covs must have shape ({K}, {D}, {D}), got {tuple(covs.shape)}"
             )
         if not torch.allclose(covs, covs.transpose(1, 2)):
             raise ValueError("covs must be symmetric")
@@ -170,7 +182,7 @@ class GaussianMixture:
         std = _check.finite_positive(std, "std")
         ang = 2 * math.pi * torch.arange(8, dtype=torch.float64) / 8
         means = radius * torch.stack([ang.cos(), ang.sin()], 1)
-        return cls(means, torch.full((8,), std), labels=torch.arange(8))
+        return cls(means, stds=torch.full((8,), std), labels=torch.arange(8))
 
     # -- checks ------------------------------------------------------------------------
     def _x(self, x, name="x"):

@@ -14,7 +14,7 @@ from dmlib.nn import MLP
 
 LIN = schedules.LinearSchedule()
 X = torch.zeros(4, 2)
-MIX = toy.GaussianMixture(torch.zeros(2, 2), torch.ones(2), labels=[0, 1])
+MIX = toy.GaussianMixture(torch.zeros(2, 2), stds=torch.ones(2), labels=[0, 1])
 
 
 CASES = {
@@ -85,21 +85,27 @@ CASES = {
     "sample_2d n = 0": (lambda: toy.sample_2d("moons", 0), ValueError, r"n must be a positive integer, got 0"),
     "sample_2d bad seed": (lambda: toy.sample_2d("moons", 10, seed=-3), ValueError, r"seed must be a non-negative integer"),
     "sample_2d float seed": (lambda: toy.sample_2d("circles", 10, seed=1.5), ValueError, r"seed must be"),
-    "mixture means 1-D": (lambda: toy.GaussianMixture(torch.zeros(3), torch.ones(3)), ValueError,
+    "mixture means 1-D": (lambda: toy.GaussianMixture(torch.zeros(3), stds=torch.ones(3)), ValueError,
                           r"means must have shape \(K, D\)"),
     "mixture covs shape": (lambda: toy.GaussianMixture(torch.zeros(2, 2), torch.ones(2, 3, 3)), ValueError,
-                           r"covs must have shape \(2, 2, 2\) or \(2,\)"),
+                           r"covs must have shape \(2, 2, 2\), got"),
     "mixture covs not PD": (lambda: toy.GaussianMixture(torch.zeros(1, 2), torch.tensor([[[1.0, 2.0], [2.0, 1.0]]])),
                             ValueError, r"covs must be positive definite"),
     "mixture covs not symmetric": (lambda: toy.GaussianMixture(torch.zeros(1, 2), torch.tensor([[[1.0, 0.5], [0.0, 1.0]]])),
                                    ValueError, r"covs must be symmetric"),
-    "mixture std <= 0": (lambda: toy.GaussianMixture(torch.zeros(2, 2), torch.tensor([1.0, 0.0])), ValueError,
-                         r"covs given as standard deviations must all be > 0"),
-    "mixture negative weights": (lambda: toy.GaussianMixture(torch.zeros(2, 2), torch.ones(2), weights=[1.5, -0.5]),
+    "mixture std <= 0": (lambda: toy.GaussianMixture(torch.zeros(2, 2), stds=torch.tensor([1.0, 0.0])), ValueError,
+                         r"stds must all be > 0"),
+    "mixture covs as a vector": (lambda: toy.GaussianMixture(torch.zeros(2, 2), torch.ones(2)), ValueError,
+                                 r"covs must be covariance matrices of shape \(2, 2, 2\).*stds="),
+    "mixture covs and stds": (lambda: toy.GaussianMixture(torch.zeros(2, 2), torch.ones(2, 2, 2), stds=[1, 1]),
+                              ValueError, r"exactly one of covs .* and stds"),
+    "mixture stds shape": (lambda: toy.GaussianMixture(torch.zeros(2, 2), stds=[1.0]), ValueError,
+                           r"stds must have shape \(2,\)"),
+    "mixture negative weights": (lambda: toy.GaussianMixture(torch.zeros(2, 2), stds=torch.ones(2), weights=[1.5, -0.5]),
                                  ValueError, r"weights must be 2 non-negative numbers"),
-    "mixture weights wrong length": (lambda: toy.GaussianMixture(torch.zeros(2, 2), torch.ones(2), weights=[1.0]),
+    "mixture weights wrong length": (lambda: toy.GaussianMixture(torch.zeros(2, 2), stds=torch.ones(2), weights=[1.0]),
                                      ValueError, r"weights must be 2"),
-    "mixture negative labels": (lambda: toy.GaussianMixture(torch.zeros(2, 2), torch.ones(2), labels=[0, -1]),
+    "mixture negative labels": (lambda: toy.GaussianMixture(torch.zeros(2, 2), stds=torch.ones(2), labels=[0, -1]),
                                 ValueError, r"labels must be 2 non-negative integers"),
     "mixture y out of range": (lambda: MIX.sample(5, y=2), ValueError, r"y must lie in \[0, 1\]"),
     "mixture y wrong shape": (lambda: MIX.score(X, 0.5, LIN, y=torch.tensor([0, 1])), ValueError,
@@ -245,7 +251,7 @@ def test_load_mnist_idx_wrong_shapes(tmp_path):
 
 @pytest.mark.parametrize("method", ["sample", "score"])
 def test_mixture_y_without_components(method):
-    gm = toy.GaussianMixture(torch.tensor([[0.0, 0.0], [3.0, 0.0]]), torch.ones(2), labels=[0, 2])  # no class 1
+    gm = toy.GaussianMixture(torch.tensor([[0.0, 0.0], [3.0, 0.0]]), stds=torch.ones(2), labels=[0, 2])  # no class 1
     call = (lambda: gm.sample(4, y=1)) if method == "sample" else (lambda: gm.score(X, 0.5, LIN, y=1))
     with pytest.raises(ValueError, match="y"):
         call()

@@ -29,7 +29,7 @@ def test_straightness_is_zero_for_straight_constant_speed_paths_only():
 
 def test_linear_path_flow_with_the_exact_velocity_is_straight_for_a_point_mass():
     # Data at a single point: every conditional path is the marginal path, so trajectories are straight.
-    gm = toy.GaussianMixture([[1.0, -1.0]], torch.tensor([1e-3]))
+    gm = toy.GaussianMixture([[1.0, -1.0]], stds=torch.tensor([1e-3]))
     model = gm.denoiser(schedules.FlowSchedule(), "velocity")
     x_T = torch.randn(50, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     _, traj = samplers.sample(model, x_T, schedules.FlowSchedule(), method="euler", n_steps=20, return_trajectory=True)
@@ -46,7 +46,7 @@ def test_reflow_pairs_shapes():
 def test_exact_mixture_velocity_equals_the_score_based_conversion():
     # Chapter 5's identity: the marginal velocity E[alpha' x_0 + sigma' eps | x_t], computed from
     # the exact posterior mean, equals the velocity converted from the exact score, to 1e-5.
-    gm = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], torch.tensor([0.3, 0.5]), weights=[0.4, 0.6])
+    gm = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], stds=torch.tensor([0.3, 0.5]), weights=[0.4, 0.6])
     path = schedules.FlowSchedule()
     g = torch.Generator().manual_seed(3)
     for t in (0.1, 0.5, 0.9):

@@ -8,7 +8,7 @@ from dmlib.diffusion import convert
 from dmlib.guidance import ClassifierFreeGuidance, ClassifierGuidance
 
 SCHED = schedules.CosineSchedule()
-MIX = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5], [0.0, 1.5]], torch.tensor([0.3, 0.3, 0.4]),
+MIX = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5], [0.0, 1.5]], stds=torch.tensor([0.3, 0.3, 0.4]),
                           weights=[0.5, 0.3, 0.2], labels=[0, 1, 1])
 
 

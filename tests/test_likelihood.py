@@ -5,7 +5,7 @@ import torch
 
 from dmlib import likelihood, schedules, toy
 
-MIX = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], torch.tensor([0.5, 0.4]), weights=[0.4, 0.6])
+MIX = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], stds=torch.tensor([0.5, 0.4]), weights=[0.4, 0.6])
 
 
 @pytest.mark.parametrize("name,kind", [("linear", "eps"), ("cosine", "eps"), ("flow", "velocity")])

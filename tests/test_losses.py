@@ -5,7 +5,7 @@ import torch
 
 from dmlib import diffusion, losses, nn, schedules, toy, train
 
-MIX = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], torch.tensor([0.3, 0.2]))
+MIX = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], stds=torch.tensor([0.3, 0.2]))
 
 
 class Const(torch.nn.Module):

@@ -8,7 +8,7 @@ import torch
 from dmlib import diffusion, metrics, samplers, schedules, toy
 from dmlib.diffusion import q_sample
 
-MIX = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], torch.tensor([0.5, 0.4]), weights=[0.3, 0.7])
+MIX = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], stds=torch.tensor([0.5, 0.4]), weights=[0.3, 0.7])
 EIGHT = toy.GaussianMixture.eight_gaussians()
 
 

@@ -91,7 +91,7 @@ def test_mixture_attributes():
     gm = make_mixture()
     assert (gm.dim, gm.n_components, gm.n_classes) == (2, 3, 2)
     torch.testing.assert_close(gm.weights.sum(), torch.tensor(1.0, dtype=torch.float64))
-    gm2 = toy.GaussianMixture(torch.zeros(2, 3), torch.tensor([0.5, 2.0]), weights=[2.0, 6.0])
+    gm2 = toy.GaussianMixture(torch.zeros(2, 3), stds=torch.tensor([0.5, 2.0]), weights=[2.0, 6.0])
     torch.testing.assert_close(gm2.weights, torch.tensor([0.25, 0.75], dtype=torch.float64))  # normalised
     torch.testing.assert_close(gm2.covs[1], 4.0 * torch.eye(3, dtype=torch.float64))  # stds -> isotropic covs
 
@@ -158,7 +158,7 @@ def test_log_prob_with_y_is_the_joint_density():
 
 def test_class_conditional_sampling():
     # well-separated components: each sample can be traced back to its component
-    gm = toy.GaussianMixture([[-4.0, 0.0], [0.0, 4.0], [4.0, 0.0], [0.0, -4.0]], torch.full((4,), 0.3),
+    gm = toy.GaussianMixture([[-4.0, 0.0], [0.0, 4.0], [4.0, 0.0], [0.0, -4.0]], stds=torch.full((4,), 0.3),
                              labels=[0, 1, 1, 2])
     for y in range(3):
         x, labels = gm.sample(500, y=y, generator=_gen(y), return_labels=True)
