@@ -1,23 +1,30 @@
 """Tests of the tests: plant a wrong formula into dmlib and show the identity checks catch it.
 
-Every case runs one ``check_*`` function from ``test_math_identities`` twice with the same
+Every case runs one ``check_*`` function from ``test_math_identities`` (or ``test_mutation_checks``,
+whose bugs are one-line mutants of dmlib's own source, see ``_mutant``) twice with the same
 arguments: on the real dmlib (it must pass) and with a planted bug monkeypatched into dmlib
 (it must raise AssertionError -- not some other error, which would prove nothing). The bugs
 are the classic slips of the book's derivations.
 """
 
+import inspect
 import math
+import sys
+import textwrap
 
 import pytest
 import torch
 
 import numpy as np
 import test_math_identities as ids
+import test_mutation_checks as mc
 import test_toy
 from dmlib import _check
 from dmlib import diffusion as D
+from dmlib import guidance, losses, metrics, samplers
 from dmlib import schedules as S
 from dmlib import spectrum, toy
+from dmlib import train as T
 from dmlib.schedules import expand_to
 
 REAL_Q_SAMPLE, REAL_MARGINAL, REAL_CONVERT = D.q_sample, D.marginal, D.convert
@@ -25,6 +32,9 @@ REAL_SCORE, REAL_POSTERIOR_MEAN, REAL_LOG_PROB = (toy.GaussianMixture.score, toy
                                                   toy.GaussianMixture.log_prob)
 REAL_SPECTRUM = spectrum.radial_power_spectrum
 REAL_SAMPLE_2D = toy.sample_2d
+REAL_EM, REAL_DDIM, REAL_CG_CALL = samplers._euler_maruyama, samplers._ddim, guidance.ClassifierGuidance.__call__
+REAL_FM_LOSS, REAL_TRAIN = losses.flow_matching_loss, T.train
+REAL_SW, REAL_MMD = metrics.sliced_wasserstein, metrics.mmd
 
 
 # -- planted bugs: each takes pytest's monkeypatch and installs one wrong formula ----------------------
@@ -206,6 +216,56 @@ def moons_evenly_spaced(mp):
     mp.setattr(toy, "sample_2d", sample_2d)
 
 
+# -- one-line mutants of dmlib's own source ------------------------------------------------------------
+def _mutant(mp, owner, name, old, new):
+    """Install a copy of owner.name (a module's function or a class's method) whose source has the
+    one line fragment ``old`` replaced by ``new``: exactly the single-line bug of a mutation run,
+    and nothing else changed. The copy runs in a copy of its module's namespace."""
+    fn = owner.__dict__[name]
+    src = textwrap.dedent(inspect.getsource(fn))
+    assert src.count(old) == 1, f"{fn.__qualname__}: expected one {old!r} in its source (dmlib changed?)"
+    namespace = dict(sys.modules[fn.__module__].__dict__)
+    exec(compile(src.replace(old, new), f"<mutant of {fn.__qualname__}>", "exec"), namespace)
+    mp.setattr(owner, name, namespace[name])
+
+
+def euler_maruyama_drift_g_not_g2(mp):
+    """x_s = x_t - h (f x_t - g score) + g sqrt(h) z: the reverse drift with g, not g^2."""
+    _mutant(mp, samplers, "_euler_maruyama", "- g2 * score)", "- g2.sqrt() * score)")
+
+
+def ddim_eta_squared(mp):
+    """c = eta^2 sqrt(var): DDIM's fresh-noise scale with eta squared (same at eta = 0 and 1)."""
+    _mutant(mp, samplers, "_ddim", "c = eta * var.sqrt()", "c = eta**2 * var.sqrt()")
+
+
+def classifier_guidance_ignores_w(mp):
+    """score + grad log p(y | x): classifier guidance without its scale w (right only at w = 1)."""
+    _mutant(mp, guidance.ClassifierGuidance, "__call__", "return score + self.w * self.classifier_grad(",
+            "return score + self.classifier_grad(")
+
+
+def flow_matching_ignores_ot(mp):
+    """flow_matching_loss(coupling="ot") builds the loss with independent pairs."""
+    _mutant(mp, losses, "flow_matching_loss", 'coupling=ot_pairing if coupling == "ot" else None,', "coupling=None,")
+
+
+def ema_decay_swapped(mp):
+    """ema <- (1 - decay) ema + decay theta: decay and 1 - decay swapped in the training loop."""
+    _mutant(mp, T, "train", "p_ema.lerp_(p, 1 - decay)", "p_ema.lerp_(p, decay)")
+
+
+def sliced_wasserstein_missing_sqrt(mp):
+    """The sliced distance reported as the mean of the squared 1D distances (SW^2, no root)."""
+    _mutant(mp, metrics, "sliced_wasserstein", "return float(((px - py) ** 2).mean().sqrt())",
+            "return float(((px - py) ** 2).mean())")
+
+
+def mmd_distance_not_squared(mp):
+    """k(a, b) = sum_h exp(-|a - b| / (2 h^2)): the kernel on the distance, not its square."""
+    _mutant(mp, metrics, "mmd", "d2 = torch.cdist(a, b) ** 2", "d2 = torch.cdist(a, b)")
+
+
 # -- the cases: (planted bug, the check that must catch it, what the failure message says) --------------
 LIN, COS = S.LinearSchedule(), S.CosineSchedule()
 MIX = ids.make_mixture()
@@ -235,6 +295,17 @@ CASES = [
     (spectrum_normalised_by_h_only, ids.check_white_noise_spectrum, "white-noise"),
     (spectrum_frequency_in_radians, ids.check_sinusoid_spectrum, "peak"),
     (moons_evenly_spaced, lambda: test_toy.check_iid_counts("moons"), "binomial"),
+    (euler_maruyama_drift_g_not_g2, lambda: mc.check_reverse_sde_marginals(LIN), "reverse SDE"),
+    (euler_maruyama_drift_g_not_g2, lambda: mc.check_reverse_sde_marginals(COS), "reverse SDE"),
+    (ddim_eta_squared, lambda: mc.check_ddim_step_noise(COS, 0.5), r"DDIM\(eta=0.5\) step"),
+    (ddim_eta_squared, lambda: mc.check_ddim_step_noise(S.VESchedule(), 0.25), r"DDIM\(eta=0.25\) step"),
+    (classifier_guidance_ignores_w, lambda: mc.check_classifier_guidance_scale(COS, 0.5), "guidance at w=0.5"),
+    (classifier_guidance_ignores_w, lambda: mc.check_classifier_guidance_scale(LIN, 3.0), "guidance at w=3.0"),
+    (flow_matching_ignores_ot, mc.check_flow_matching_ot_coupling, "coupling='ot'"),
+    (ema_decay_swapped, lambda: mc.check_ema_is_the_exponential_average(0.7), r"EMA\(decay=0.7\)"),
+    (ema_decay_swapped, lambda: mc.check_ema_is_the_exponential_average(0.95), r"EMA\(decay=0.95\)"),
+    (sliced_wasserstein_missing_sqrt, mc.check_sliced_wasserstein_gaussians, "sliced W2"),
+    (mmd_distance_not_squared, mc.check_mmd_gaussians, "MMD"),
 ]
 IDS = [f"{i:02d}-{bug.__name__ if bug.__name__ != '<lambda>' else 'variant'}" for i, (bug, _, _) in enumerate(CASES)]
 
@@ -268,3 +339,6 @@ def test_planted_bugs_leave_dmlib_intact():
     assert D.q_sample is REAL_Q_SAMPLE and D.marginal is REAL_MARGINAL and D.convert is REAL_CONVERT
     assert toy.GaussianMixture.score is REAL_SCORE and spectrum.radial_power_spectrum is REAL_SPECTRUM
     assert toy.sample_2d is REAL_SAMPLE_2D
+    assert samplers._euler_maruyama is REAL_EM and samplers._ddim is REAL_DDIM
+    assert guidance.ClassifierGuidance.__call__ is REAL_CG_CALL and losses.flow_matching_loss is REAL_FM_LOSS
+    assert T.train is REAL_TRAIN and metrics.sliced_wasserstein is REAL_SW and metrics.mmd is REAL_MMD
