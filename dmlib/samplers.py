@@ -290,16 +290,14 @@ def annealed_langevin(
     )
     delta = _check.finite_positive(delta, "delta")
     times = torch.linspace(1.0, 0.0, n_levels, dtype=torch.float64)
-    # sync: the ladder, CPU tensors read once
-    sigmas = schedule._alpha_sigma(times)[1].tolist()
+    sigmas = schedule._alpha_sigma(times)[1].tolist()  # sync: the CPU ladder, once
     if not sigmas[-1] > 0:
         raise ValueError(
             "annealed Langevin needs sigma(t) > 0 at every level, "
             "the last (t = 0) included: a VE schedule; "
             f"{type(schedule).__name__} has sigma(0) = {sigmas[-1]}"
         )
-    # sync: CPU times, read once before the loop
-    for t, sigma in zip(times.tolist(), sigmas):
+    for t, sigma in zip(times.tolist(), sigmas):  # sync: CPU times, once
         step = delta * (sigma / sigmas[-1]) ** 2
         for _ in range(n_steps):
             x = langevin_step(x, score(x, t), step, generator=generator)
@@ -355,8 +353,7 @@ def time_grid(
                 f"e.g. t_min=1e-3; got t_min={t_min}"
             )
         ends = torch.tensor([t_min, t_max], dtype=torch.float64)
-        # sync: two CPU numbers, once per grid
-        lam_hi, lam_lo = schedule._log_snr(ends).tolist()
+        lam_hi, lam_lo = schedule._log_snr(ends).tolist()  # sync: 2 CPU numbers
         if not (math.isfinite(lam_hi) and math.isfinite(lam_lo)):
             raise ValueError(
                 f"spacing={spacing!r} needs a finite log-SNR at t_min and t_max; "
@@ -383,12 +380,11 @@ def time_grid(
 # -- the loop --------------------------------------------------------------------------
 def _grid(times, n_steps) -> list[float]:
     if times is None:
-        # sync: a CPU grid, read once before the loop
-        return time_grid(n_steps).tolist()
+        return time_grid(n_steps).tolist()  # sync: a CPU grid, once before the loop
     if not isinstance(times, torch.Tensor) or times.dim() != 1 or len(times) < 2:
         raise ValueError("times must be a 1-D tensor of at least two decreasing times")
-    # sync: the grid is read to the host once, before the loop
-    grid = times.detach().to("cpu", torch.float64).tolist()
+    # the grid is read to the host once, before the loop
+    grid = times.detach().to("cpu", torch.float64).tolist()  # sync: once per sample()
     if any(b >= a for a, b in zip(grid, grid[1:])) or not (
         0.0 <= grid[-1] and grid[0] <= 1.0
     ):
