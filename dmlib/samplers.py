@@ -396,6 +396,22 @@ def _grid(times, n_steps) -> list[float]:
     return grid
 
 
+def _check_start(prediction, method, t_max, schedule):
+    # eps and score fix x_0 only through x_0 = (x - sigma eps) / alpha: undefined where
+    # alpha = 0 (the flow path at t = 1); only the reverse SDE never needs x_0 there
+    if prediction not in ("eps", "score") or method == "euler_maruyama":
+        return
+    alpha = schedule._alpha_sigma(torch.tensor([t_max], dtype=torch.float64))[0]
+    if alpha.tolist()[0] == 0.0:  # sync: one CPU number, once per sample()
+        raise ValueError(
+            f"a model predicting {prediction!r} cannot start at t = {t_max} on "
+            f"{type(schedule).__name__}: alpha_t = 0 there, so "
+            f"x_0 = (x_t - sigma_t eps) / alpha_t is undefined; start below it "
+            f"(times=time_grid(n, t_max=0.999)) "
+            f"or use a model predicting 'velocity', 'v' or 'x0'"
+        )
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -436,6 +452,7 @@ def sample(
     if y is not None and not isinstance(y, torch.Tensor):
         y = torch.full((x_T.shape[0],), int(y), dtype=torch.long, device=x_T.device)
     grid = _grid(times, _check.positive_int(n_steps, "n_steps"))
+    _check_start(model.prediction, method, grid[0], schedule)
     # the times of each step, filled in on x's device (no copy, no sync): float64 on the
     # CPU, exactly as the public steps take a Python float, so sample() and a
     # hand-written loop agree

@@ -150,6 +150,9 @@ CASES = {
                                                              t_min=1e-3), ValueError, r"finite log-SNR.*t_max < 1"),
     "sample y out of range": (lambda: samplers.sample(MLP(hidden=8, depth=1, n_classes=3), X, LIN, n_steps=2, y=5),
                               ValueError, r"y must be labels in \[0, 2\]"),
+    "sample eps model from t = 1 on flow": (
+        lambda: samplers.sample(MLP(hidden=8, depth=1), X, schedules.FlowSchedule(), n_steps=2),
+        ValueError, r"predicting 'eps' cannot start at t = 1.0 on FlowSchedule: alpha_t = 0"),
     "extract k batch": (lambda: schedules.extract(LIN.betas(10), torch.tensor([1, 2, 3]), X[:2]), ValueError,
                         r"k must have shape \(2,\)"),
     # losses
