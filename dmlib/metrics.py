@@ -21,13 +21,14 @@ from scipy.optimize import linear_sum_assignment
 from . import _check, noise
 
 
-def _pair(x, y):
-    _check.tensor(x, "x", min_dim=2)
-    _check.tensor(y, "y", min_dim=2)
+def _pair(x, y, names=("x", "y"), rows=("N", "M")):
+    # two point sets of the same dimension, as float64 on the CPU (no float64 on MPS)
+    _check.tensor(x, names[0], min_dim=2)
+    _check.tensor(y, names[1], min_dim=2)
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(
-            "x and y must have shapes (N, D) and (M, D), "
-            f"got {tuple(x.shape)} and {tuple(y.shape)}"
+            f"{names[0]} and {names[1]} must have shapes ({rows[0]}, D) and "
+            f"({rows[1]}, D), got {tuple(x.shape)} and {tuple(y.shape)}"
         )
     return x.detach().to("cpu", torch.float64), y.detach().to("cpu", torch.float64)
 
@@ -121,15 +122,7 @@ def mode_spread(x: torch.Tensor, centres: torch.Tensor) -> float:
     modes their right width (too sharp: smaller; blurred: larger), which W2 at small N
     barely sees.
     """
-    _check.tensor(x, "x", min_dim=2)
-    _check.tensor(centres, "centres", min_dim=2)
-    if x.dim() != 2 or centres.dim() != 2 or x.shape[1] != centres.shape[1]:
-        raise ValueError(
-            "x and centres must have shapes (N, D) and (K, D), "
-            f"got {tuple(x.shape)} and {tuple(centres.shape)}"
-        )
-    x64 = x.detach().to("cpu", torch.float64)
-    c64 = centres.detach().to("cpu", torch.float64)
+    x64, c64 = _pair(x, centres, ("x", "centres"), ("N", "K"))
     d = torch.cdist(x64, c64, compute_mode="donot_use_mm_for_euclid_dist")  # (N, K)
     return float(d.min(1).values.pow(2).mean().sqrt())
 
