@@ -161,3 +161,47 @@ def cache_dir():
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"  # XDG: relative paths are ignored
     return base / "dmlib"
+
+
+def claim(name: str, value, *, full=None, quick=None):
+    """Glue a number that the prose states, and check it against what the prose says of it.
+
+    ``value`` is stored under ``name`` for the book (myst-nb's ``glue``, shown in the text as
+    ``{glue:text}`name:.2f```), so the page prints what this run computed. ``full`` and
+    ``quick`` say what the text claims in each run mode: a ``(low, high)`` range, or
+    ``True``/``False`` for a yes-or-no statement; ``None`` claims nothing in that mode (quick
+    budgets are too small for most claims). A value outside its claim stops the notebook with a
+    message naming the claim, so a later change or another machine cannot silently contradict
+    the text. Returns ``value`` as a Python number. Introduced in Section 2.4.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"claim {name!r}: value must be one number, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()  # host read: claims are made once, after a run
+    if isinstance(value, (bool, np.bool_)):
+        value = bool(value)
+    elif isinstance(value, (int, float, np.integer, np.floating)):
+        value = float(value) if not isinstance(value, (int, np.integer)) else int(value)
+    else:
+        raise TypeError(f"claim {name!r}: value must be a number or a bool, got {type(value).__name__}")
+    expect = quick if is_quick() else full
+    if expect is not None:
+        if isinstance(expect, bool):
+            if bool(value) is not expect:
+                raise AssertionError(
+                    f"claim {name!r}: the text says {expect} in {run_mode()} mode, but this run gives {value}")
+        else:
+            try:
+                low, high = expect
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"claim {name!r}: a claim is (low, high) or a bool, got {expect!r}") from err
+            if isinstance(value, bool) or not (low <= value <= high):
+                raise AssertionError(
+                    f"claim {name!r}: the text states a value in [{low}, {high}] in {run_mode()} mode, "
+                    f"but this run gives {value:.6g}")
+    try:
+        from myst_nb import glue
+    except ImportError:  # outside the book's environment (e.g. Colab) there is nothing to glue into
+        return value
+    glue(name, value, display=False)
+    return value

@@ -184,3 +184,26 @@ def test_describe_names_mode_device_and_torch(no_accelerator):
     line = run.describe()
     assert "run mode: quick" in line and "device: cpu" in line and torch.__version__ in line
     assert f"({torch.get_num_threads()} thread" in line
+
+
+def test_claim_checks_the_range_of_the_run_mode(monkeypatch):
+    monkeypatch.setenv("DMLIB_MODE", "full")
+    assert run.claim("x", torch.tensor(0.5), full=(0.4, 0.6)) == 0.5
+    with pytest.raises(AssertionError, match="claim 'x'.*\\[0.6, 0.9\\]"):
+        run.claim("x", 0.5, full=(0.6, 0.9))
+    with pytest.raises(AssertionError, match="says True"):
+        run.claim("ok", False, full=True)
+    assert run.claim("x", 5.0, full=None, quick=(0, 1)) == 5.0  # quick claim not checked in full mode
+    monkeypatch.setenv("DMLIB_MODE", "quick")
+    with pytest.raises(AssertionError):
+        run.claim("x", 5.0, full=(0, 10), quick=(0, 1))
+    assert run.claim("x", 5.0, full=(0, 1)) == 5.0  # full claim not checked in quick mode
+
+
+def test_claim_refuses_what_is_not_one_number():
+    with pytest.raises(ValueError, match="one number"):
+        run.claim("x", torch.zeros(2), full=(0, 1))
+    with pytest.raises(TypeError, match="number or a bool"):
+        run.claim("x", "0.5", full=(0, 1))
+    with pytest.raises(ValueError, match="low, high"):
+        run.claim("x", 0.5, full=0.5)
