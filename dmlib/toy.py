@@ -2,10 +2,10 @@
 answers.
 
 A Gaussian mixture stays a Gaussian mixture under the forward process: if
-x_0 ~ sum_k pi_k N(mu_k, Sigma_k), then x_t = alpha_t x_0 + sigma_t eps has density
+x_0 ~ sum_m pi_m N(mu_m, Sigma_m), then x_t = alpha_t x_0 + sigma_t eps has density
 (Section 1.2)
 
-    p_t(x) = sum_k pi_k N(x; alpha_t mu_k, alpha_t^2 Sigma_k + sigma_t^2 I)
+    p_t(x) = sum_m pi_m N(x; alpha_t mu_m, alpha_t^2 Sigma_m + sigma_t^2 I)
 
 so its noised density, its score and the posterior mean E[x_0 | x_t] are all exact. The
 class :class:`GaussianMixture` exposes them, and -- through
@@ -101,14 +101,14 @@ def sample_2d(
 
 
 class GaussianMixture:
-    """A mixture sum_k pi_k N(mu_k, Sigma_k) in D dimensions with exact noised
+    """A mixture sum_m pi_m N(mu_m, Sigma_m) in d dimensions with exact noised
     quantities.
 
     Parameters
     ----------
-    means : (K, D) tensor
-    covs : (K, D, D) covariance matrices Sigma_k; or, for isotropic components,
-    stds : (K,) standard deviations s_k, so that Sigma_k = s_k^2 I (keyword only; give
+    means : (K, d) tensor, the means mu_m
+    covs : (K, d, d) covariance matrices Sigma_m; or, for isotropic components,
+    stds : (K,) standard deviations, so that Sigma_m = stds[m]^2 I (keyword only; give
         exactly one of covs and stds)
     weights : (K,) mixing weights, normalised here (default: uniform)
     labels : (K,) integer class of each component (default: all 0); ``y`` in
@@ -235,12 +235,12 @@ class GaussianMixture:
         generator: torch.Generator | None = None,
         return_labels: bool = False,
     ):
-        """Draw n samples x_0 (float32, shape (n, D)); optionally their class labels."""
+        """Draw n samples x_0 (float32, shape (n, d)); optionally their class labels."""
         n = _check.positive_int(n, "n")
         probs = self._mask(y, n).exp()
         # (n,) component index
         k = noise.multinomial(probs, 1, generator=generator).squeeze(1)
-        # (n, D), on the CPU like the mixture's parameters
+        # (n, d), on the CPU like the mixture's parameters
         z = noise.randn(
             (n, self.dim), generator=generator, device="cpu", dtype=torch.float64
         )
@@ -250,8 +250,8 @@ class GaussianMixture:
         return (x, self.labels[k]) if return_labels else x
 
     def _noised_params(self, a, s):
-        # means alpha mu_k: (B, K, D);
-        # covariances alpha^2 Sigma_k + sigma^2 I: (B, K, D, D)
+        # means alpha mu_m: (B, K, d);
+        # covariances Sigma_{t,m} = alpha^2 Sigma_m + sigma^2 I: (B, K, d, d)
         eye = torch.eye(self.dim, dtype=torch.float64)
         mu = a[:, None, None] * self.means[None]
         cov = (
@@ -263,7 +263,7 @@ class GaussianMixture:
     def _component_logpdf(self, x64, mu, cov):
         diff = x64[:, None, :] - mu  # (B, K, D)
         chol = torch.linalg.cholesky(cov)
-        # cov^{-1} diff: (B, K, D)
+        # cov^{-1} diff: (B, K, d)
         sol = torch.cholesky_solve(diff[..., None], chol)[..., 0]
         maha = (diff * sol).sum(-1)
         logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
@@ -273,7 +273,7 @@ class GaussianMixture:
         )
 
     def _log_pdfs(self, x, t, schedule):
-        """log N(x; alpha_t mu_k, alpha_t^2 Sigma_k + sigma_t^2 I) of every component,
+        """log N(x; alpha_t mu_m, Sigma_{t,m}) of every component m,
         (B, K)."""
         # differentiable: autograd of log_prob gives the score
         x64 = x.to("cpu", torch.float64)
@@ -310,19 +310,19 @@ class GaussianMixture:
         """The exact noisy class posterior log p_t(y | x) for every class y,
         shape (B, n_classes):
 
-            log p_t(y | x) = log sum_{k: c_k = y} pi_k N_k(x) - log sum_k pi_k N_k(x),
-            N_k(x) = N(x; alpha_t mu_k, alpha_t^2 Sigma_k + sigma_t^2 I)   (Section 6.1)
+            log p_t(y | x) = log sum_{m: y_m = y} pi_m N_m(x) - log sum_m pi_m N_m(x),
+            N_m(x) = N(x; alpha_t mu_m, alpha_t^2 Sigma_m + sigma_t^2 I)   (Section 6.1)
 
-        at t = None the clean posterior p(y | x). Its rows are normalised
-        (they logsumexp to 0), so it is also the logits of the Bayes classifier, and it
-        is differentiable in x: its gradient is the classifier term of classifier
-        guidance.
+        with y_m the class of component m; at t = None the clean posterior p(y | x).
+        Its rows are normalised (they logsumexp to 0), so it is also the logits of the
+        Bayes classifier, and it is differentiable in x: its gradient is the classifier
+        term of classifier guidance.
         """
         x = self._x(x)
-        # (B, K): log pi_k N_k(x)
+        # (B, K): log pi_m N_m(x)
         logw = self.weights.log() + self._log_pdfs(x, t, schedule)
         classes = torch.arange(self.n_classes)
-        # (C, K): component k has class c
+        # (n_classes, K): component m has class y_m
         member = self.labels[None, :] == classes[:, None]
         # (B, C)
         log_joint = torch.where(member, logw[:, None, :], -math.inf).logsumexp(2)
@@ -344,9 +344,11 @@ class GaussianMixture:
     ) -> torch.Tensor:
         """Exact score:
 
-            grad_x log p_t(x_t) = -sum_k r_k(x_t) C_k^{-1} (x_t - alpha_t mu_k),
+            grad_x log p_t(x_t)
+              = -sum_m p(m | x_t) Sigma_{t,m}^{-1} (x_t - alpha_t mu_m),
 
-        with C_k = alpha_t^2 Sigma_k + sigma_t^2 I and responsibilities r_k
+        with Sigma_{t,m} = alpha_t^2 Sigma_m + sigma_t^2 I the noised covariance of
+        component m and p(m | x_t) its posterior probability (responsibility)
         (Section 1.2; Chapter 3).
         """
         x_t = self._x(x_t, "x_t")
@@ -359,7 +361,8 @@ class GaussianMixture:
         """Exact E[x_0 | x_t], computed component by component (no score involved):
 
             E[x_0 | x_t]
-              = sum_k r_k(x_t) ( mu_k + alpha_t Sigma_k C_k^{-1} (x_t - alpha_t mu_k) ).
+              = sum_m p(m | x_t) ( mu_m + alpha_t Sigma_m Sigma_{t,m}^{-1}
+                                   (x_t - alpha_t mu_m) ).
 
         Tweedie's formula (Chapter 3) predicts the same value from the score:
         (x_t + sigma_t^2 score) / alpha_t; the tests check that they agree.
@@ -401,7 +404,7 @@ class GaussianMixture:
 
 
 class DataSampler:
-    """A draw-fresh-data function ``sampler(n, generator=None) -> (n, D)`` float32
+    """A draw-fresh-data function ``sampler(n, generator=None) -> (n, d)`` float32
     tensor.
 
     Made by :func:`data_sampler` (Section 2.4); its repr names the data, so a training
@@ -440,7 +443,7 @@ def data_sampler(source, *, y=None) -> DataSampler:
     draws from the generator it is given, so a seeded generator repeats the draw:
 
         sampler = data_sampler(mixture)
-        x0 = sampler(512, torch.Generator().manual_seed(0))    # (512, D) float32
+        x0 = sampler(512, torch.Generator().manual_seed(0))    # (512, d) float32
     """
     if isinstance(source, str):
         _check.choice(source, "source", DATASETS)
@@ -459,3 +462,54 @@ def data_sampler(source, *, y=None) -> DataSampler:
             f"got {type(source).__name__}"
         )
     return DataSampler(source, y)
+
+
+# The checkerboard is uniform on 8 of the 16 unit squares of [-2, 2]^2 (those whose corner
+# (i, j) has i + j even), scaled by _SCALE: lower-left corners of the 8 squares, unscaled.
+_CHECKER_CORNERS = torch.tensor(
+    [[a, b] for a in (-2, -1, 0, 1) for b in (-2, -1, 0, 1) if (a + b) % 2 == 0], dtype=torch.float64
+)
+
+
+def in_support_2d(name: str, x: torch.Tensor, *, tol: float = 1e-5) -> torch.Tensor:
+    """Whether each point of x lies in the support of a toy dataset with a bounded one,
+    an (N,) bool tensor on x's device (Section 2.6).
+
+    Only ``"checkerboard"`` has a bounded support: the union of its 8 closed squares, widened
+    by ``tol`` so that points on an edge, rounded by the float32 scaling, still count.
+    """
+    _check.choice(name, "name", ("checkerboard",))
+    _check.tensor(x, "x", min_dim=2)
+    if x.dim() != 2 or x.shape[1] != 2:
+        raise ValueError(f"x must have shape (N, 2), got {tuple(x.shape)}")
+    tol = _check.finite_positive(tol, "tol")
+    return _in_checkerboard(x, tol).to(x.device)
+
+
+def _in_checkerboard(x, tol=1e-5):
+    """(N,) bool on the CPU: x in the union of the checkerboard's closed squares, widened by tol."""
+    u = x.detach().to("cpu", torch.float64) / _SCALE["checkerboard"]  # (N, 2), unscaled board
+    lo = _CHECKER_CORNERS[None] - tol  # (1, 8, 2)
+    hi = _CHECKER_CORNERS[None] + 1 + tol
+    return ((u[:, None] >= lo) & (u[:, None] <= hi)).all(2).any(1)  # (N,)
+
+
+def log_prob_2d(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Exact log-density log p(x) of a toy dataset that has one in closed form, (N,) in x's
+    dtype and on its device (Section 2.6).
+
+    ``"8gaussians"``: the mixture :meth:`GaussianMixture.eight_gaussians` that
+    :func:`sample_2d` draws from. ``"checkerboard"``: uniform on 8 squares of side 0.85,
+    so log p = -log(8 * 0.85^2) inside (see :func:`in_support_2d`) and -inf outside. (The other
+    toys blur curves with Gaussian noise; their densities are integrals with no closed form.)
+    """
+    _check.choice(name, "name", ("8gaussians", "checkerboard"))
+    _check.tensor(x, "x", min_dim=2)
+    if x.dim() != 2 or x.shape[1] != 2:
+        raise ValueError(f"x must have shape (N, 2), got {tuple(x.shape)}")
+    if name == "8gaussians":
+        return GaussianMixture.eight_gaussians().log_prob(x)
+    inside = _in_checkerboard(x)  # (N,), on the CPU: no float64 on x's device
+    level = -math.log(8 * _SCALE[name] ** 2)
+    out = torch.full(inside.shape, -math.inf, dtype=torch.float64).masked_fill(inside, level)
+    return out.to(x.dtype).to(x.device)
