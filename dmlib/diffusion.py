@@ -262,9 +262,9 @@ def convert(
         from score:     eps = -sigma_t score
         from v:         x_0 = (alpha_t x_t - sigma_t v) / (alpha_t^2 + sigma_t^2),
                         eps = (sigma_t x_t + alpha_t v) / (alpha_t^2 + sigma_t^2)
-        from velocity:  x_0 = (sigma_t' x_t - sigma_t u) / D,
-                        eps = (alpha_t u - alpha_t' x_t) / D,
-                        D = alpha_t sigma_t' - sigma_t alpha_t'
+        from velocity:  x_0 = (sigma_t' x_t - sigma_t u) / det,
+                        eps = (alpha_t u - alpha_t' x_t) / det,
+                        det = alpha_t sigma_t' - sigma_t alpha_t'
 
     Dividing by alpha_t (from eps) or sigma_t (from x0) is ill-conditioned where that
     coefficient is near 0 (t near 1, resp. 0); that is a property of the identity, not a
@@ -315,3 +315,48 @@ def target(
     _check.same_shape(x0, eps, "x0", "eps")
     _check.schedule(schedule)
     return _target(x0, eps, _time(t, x0), schedule, kind)
+
+
+def _preconditioning(t: torch.Tensor, schedule: Schedule, sigma_data: float):
+    # preconditioning() without checks; t is a valid (B,) tensor in its working dtype
+    a, s = schedule._alpha_sigma(t)
+    var_x = a**2 * sigma_data**2 + s**2  # V = Var(x_t) per coordinate
+    c_in = torch.rsqrt(var_x)  # 1. unit-variance input
+    c_skip = a * sigma_data**2 / var_x  # 2. the skip that minimises c_out
+    c_out = s * sigma_data * c_in  # 3. unit-variance target (x0 - c_skip x_t) / c_out
+    c_noise = -schedule._log_snr(t) / 8  # 4. (1/4) log(sigma_t / alpha_t)
+    return c_skip, c_out, c_in, c_noise
+
+
+def preconditioning(
+    t, schedule: Schedule, sigma_data: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The preconditioning of Karras et al. (2022) at time t, for the state x_t itself
+    (Section 4.9).
+
+    A raw network F is wrapped into the denoiser
+
+        x0_hat = c_skip x_t + c_out F(c_in x_t; c_noise),
+
+    and, for data of zero mean and per-coordinate variance sigma_d^2 (``sigma_data``),
+    with V = alpha_t^2 sigma_d^2 + sigma_t^2 = Var(x_t),
+
+        c_in    = 1 / sqrt(V)                  (unit-variance input)
+        c_skip  = alpha_t sigma_d^2 / V        (the skip that makes c_out smallest)
+        c_out   = sigma_t sigma_d / sqrt(V)    (unit-variance target for F)
+        c_noise = -lambda_t / 8 = (1/4) log(sigma_t / alpha_t)
+
+    F's regression target is (x_0 - c_skip x_t) / c_out, and c_out is the factor by
+    which F's error enters x0_hat. As functions of x_bar = x_t / alpha_t (Section 4.5)
+    the coefficients are Karras et al.'s,
+    alpha_t c_skip = sigma_d^2 / (vs^2 + sigma_d^2), alpha_t c_in = 1 / sqrt(vs^2 +
+    sigma_d^2) and c_out, functions of the noise level vs = sigma_t / alpha_t alone;
+    the x_t-forms here stay finite where alpha_t = 0. For a VP schedule with
+    sigma_d = 1: c_in = 1, c_skip = alpha_t, c_out = sigma_t, and F's target is -v.
+    Returns four tensors of shape (B,) in t's dtype; c_noise is -inf where sigma_t = 0.
+    """
+    _check.schedule(schedule)
+    sigma_data = _check.finite_positive(sigma_data, "sigma_data")
+    t = _check.as_time(t)
+    out = _preconditioning(_work(t), schedule, sigma_data)
+    return tuple(c.to(t.dtype) for c in out)

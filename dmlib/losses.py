@@ -6,7 +6,7 @@ the time and the noise itself, so the one training loop (:mod:`dmlib.train`) ser
 every chapter. :func:`diffusion_loss` builds one:
 
     t ~ U(t_min, t_max),  eps ~ N(0, I),  x_t = alpha_t x_0 + sigma_t eps
-    L = E[ w(t) * mean_dims | model(x_t, t, y) - target(x_0, eps, t) |^2 ]
+    L = E[ kappa(t) * mean_dims | model(x_t, t, y) - target(x_0, eps, t) |^2 ]
 
 where ``target`` is what the model predicts (``model.prediction``): eps, x0, v, score or
 velocity. Each choice is a reweighting of the same objective over noise levels: in terms
@@ -34,10 +34,10 @@ def weight(
     prediction: str = "eps",
     gamma: float = 5.0,
 ) -> torch.Tensor:
-    """Per-sample loss weight w(t), shape (B,) (Section 2.7).
+    """Per-sample loss weight kappa(t), shape (B,) (Section 2.7).
 
-    * ``"none"``: w = 1 on the model's own target;
-    * ``"x0"``: turns an eps-loss into an x0-loss, w = 1 / SNR(t), since
+    * ``"none"``: kappa = 1 on the model's own target;
+    * ``"x0"``: turns an eps-loss into an x0-loss, kappa = 1 / SNR(t), since
       |x_0 - x0_hat|^2 = |eps - eps_hat|^2 / SNR(t) (only for prediction="eps");
     * ``"min_snr"``: Min-SNR-gamma (Hang et al., 2023), the x0-loss weight
       min(SNR, gamma) expressed for the model's target;
@@ -88,6 +88,66 @@ def _weight(t, schedule, weighting, prediction, gamma):
     # -lambda'/2 = g^2 / (2 sigma^2), with g^2 = -sigma^2 lambda' the SDE's diffusion
     # (Section 4.1)
     return (schedule._sde(tt)[1] / (2 * s**2)).to(t.dtype)
+
+
+def _eps_units(t, schedule, prediction):
+    # |target error|^2 / |eps error|^2 for a fixed x_t (Sections 2.7 and 4.9), (B,)
+    if prediction == "eps":
+        return torch.ones_like(t)
+    a, s = schedule._alpha_sigma(t)
+    if prediction == "x0":  # x0 - x0_hat = -(sigma / alpha)(eps - eps_hat)
+        return (s / a) ** 2
+    if prediction == "v":  # v - v_hat = ((alpha^2 + sigma^2) / alpha)(eps - eps_hat)
+        return ((a**2 + s**2) / a) ** 2
+    if prediction == "score":  # score error = -(eps error) / sigma
+        return 1.0 / s**2
+    da, ds = schedule._derivatives(t)  # velocity: ((alpha sigma' - sigma alpha') / alpha)^2
+    return ((a * ds - s * da) / a) ** 2
+
+
+def log_snr_weighting(
+    t,
+    schedule: Schedule,
+    weighting: str = "none",
+    *,
+    prediction: str = "eps",
+    t_min: float = 1e-3,
+    t_max: float = 1.0,
+    gamma: float = 5.0,
+) -> torch.Tensor:
+    """The weight per unit of log-SNR that a denoising loss puts on the noise error
+    (Section 4.9; Kingma & Gao, 2023).
+
+    :func:`diffusion_loss` draws t ~ U(t_min, t_max), of density
+    p(t) = 1 / (t_max - t_min), and weighs its target's error by kappa(t)
+    (:func:`weight`). Changing variables from t to lambda = lambda_t writes its
+    expectation as an integral over log-SNR of the noise error
+    E(lambda) = E |eps - eps_hat|^2 (mean over coordinates):
+
+        L = int kappa_bar(lambda) E(lambda) d lambda,
+        kappa_bar(lambda_t) = p(t) kappa(t) nu(t) / |lambda'(t)|,
+
+    where nu(t) = |target error|^2 / |eps error|^2 converts the target's error to eps
+    units (1, e^{-lambda}, (alpha^2 + sigma^2)^2 / alpha^2, 1 / sigma^2 for eps, x0, v,
+    score) and |lambda'(t)| = g(t)^2 / sigma_t^2 (Section 4.1). Returns kappa_bar at the
+    times ``t``, shape (B,), 0 outside [t_min, t_max] (inf where lambda'(t) = 0). For
+    ``"elbo_eps"`` it is the constant p(t) / 2: the ELBO weighs every log-SNR alike.
+    """
+    t = _check.as_time(t)
+    _check.schedule(schedule)
+    _check.choice(weighting, "weighting", WEIGHTINGS)
+    _check.choice(prediction, "prediction", PREDICTIONS)
+    if not (0.0 <= t_min < t_max <= 1.0):
+        raise ValueError(
+            f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}"
+        )
+    w = _weight(t, schedule, weighting, prediction, gamma)
+    tt = _work(t)
+    _, s = schedule._alpha_sigma(tt)
+    dlam = schedule._sde(tt)[1] / s**2  # |lambda'(t)| = g^2 / sigma^2
+    kappa_bar = w * _eps_units(tt, schedule, prediction) / (dlam * (t_max - t_min))
+    inside = (t >= t_min) & (t <= t_max)
+    return torch.where(inside, kappa_bar, torch.zeros_like(kappa_bar)).to(t.dtype)
 
 
 def diffusion_loss(

@@ -315,3 +315,71 @@ def test_target_dtype_and_broadcast():
     x0, eps = torch.randn(4, 2, generator=_gen()), torch.randn(4, 2, generator=_gen(1))
     out = D.target(x0, eps, 0.3, S.CosineSchedule(), "v")
     assert out.dtype == torch.float32 and out.shape == (4, 2)
+
+
+# -- preconditioning (Section 4.9) ---------------------------------------------------------------
+VP_NAMES = ("linear", "cosine", "sigmoid")
+
+
+@pytest.mark.parametrize("name", VP_NAMES)
+def test_preconditioning_vp_unit_data_is_v_prediction(name):
+    """VP schedule, sigma_data = 1: c_in = 1, c_skip = alpha, c_out = sigma, and F's target
+    (x0 - c_skip x_t) / c_out is -v."""
+    sch = SCHEDULES[name]
+    t = torch.linspace(0.02, 0.98, 7, dtype=torch.float64)
+    c_skip, c_out, c_in, c_noise = D.preconditioning(t, sch)
+    a, s = sch.alpha_sigma(t)
+    torch.testing.assert_close(c_in, torch.ones_like(t))
+    torch.testing.assert_close(c_skip, a)
+    torch.testing.assert_close(c_out, s)
+    torch.testing.assert_close(c_noise, 0.25 * torch.log(s / a))
+    x0 = torch.randn(7, 3, generator=_gen(), dtype=torch.float64)
+    eps = torch.randn(7, 3, generator=_gen(1), dtype=torch.float64)
+    xt = D.q_sample(x0, t, sch, eps)
+    f_target = (x0 - c_skip[:, None] * xt) / c_out[:, None]
+    torch.testing.assert_close(f_target, -D.target(x0, eps, t, sch, "v"), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_preconditioning_in_karras_variables(name):
+    """alpha c_skip, alpha c_in and c_out are Karras et al.'s coefficients of varsigma = sigma / alpha."""
+    sch, sd = SCHEDULES[name], 0.5
+    t = torch.linspace(0.05, 0.95, 9, dtype=torch.float64)
+    c_skip, c_out, c_in, c_noise = D.preconditioning(t, sch, sigma_data=sd)
+    a, s = sch.alpha_sigma(t)
+    vs = s / a
+    torch.testing.assert_close(a * c_skip, sd**2 / (vs**2 + sd**2))
+    torch.testing.assert_close(a * c_in, 1 / torch.sqrt(vs**2 + sd**2))
+    torch.testing.assert_close(c_out, vs * sd / torch.sqrt(vs**2 + sd**2))
+    torch.testing.assert_close(c_noise, 0.25 * torch.log(vs))
+
+
+@pytest.mark.parametrize("name,t", [("cosine", 0.3), ("ve", 0.6), ("flow", 0.5), ("linear", 0.9)])
+def test_preconditioning_unit_variance_and_optimal_skip(name, t):
+    """Monte Carlo: c_in x_t and (x0 - c_skip x_t) / c_out have unit second moment, and among all
+    skips c, the unit-variance scale sqrt(E (x0 - c x_t)^2) is smallest at c = c_skip."""
+    sch, sd, n = SCHEDULES[name], 0.7, 200_000
+    x0 = sd * torch.randn(n, generator=_gen(2), dtype=torch.float64)
+    eps = torch.randn(n, generator=_gen(3), dtype=torch.float64)
+    a, s = (v.item() for v in sch.alpha_sigma(t))
+    xt = a * x0 + s * eps
+    c_skip, c_out, c_in, _ = (v.item() for v in D.preconditioning(t, sch, sigma_data=sd))
+    for z in (c_in * xt, (x0 - c_skip * xt) / c_out):
+        m2 = (z**2).mean().item()
+        se = (z**2).std().item() / math.sqrt(n)
+        assert abs(m2 - 1) < 5 * se, (name, m2)
+    scale = lambda c: ((x0 - c * xt) ** 2).mean().sqrt().item()  # noqa: E731
+    assert abs(scale(c_skip) - c_out) < 0.01 * c_out
+    for dc in (-0.05, 0.05):
+        assert scale(c_skip + dc) > scale(c_skip)
+
+
+def test_preconditioning_dtype_and_bad_input():
+    c = D.preconditioning(torch.tensor([0.2, 0.4]), S.CosineSchedule())
+    assert all(v.dtype == torch.float32 and v.shape == (2,) for v in c)
+    with pytest.raises(ValueError, match="sigma_data must be a finite number > 0"):
+        D.preconditioning(0.5, S.CosineSchedule(), sigma_data=0.0)
+    with pytest.raises(ValueError, match=r"t must lie in \[0.0, 1.0\]"):
+        D.preconditioning(1.5, S.CosineSchedule())
+    with pytest.raises(TypeError, match="schedule must be a dmlib"):
+        D.preconditioning(0.5, "cosine")

@@ -128,3 +128,75 @@ def test_min_snr_weight_is_the_same_x0_weight_for_every_target(name):
         pred = diffusion.convert(x0_hat, x_t, t, sch, src="x0", dst=kind)
         err = ((pred - diffusion.target(x0, eps, t, sch, kind)) ** 2).sum(1)
         torch.testing.assert_close(losses.weight(t, sch, "min_snr", prediction=kind) * err, ref, rtol=1e-8, atol=1e-12)
+
+
+# -- weights over log-SNR (Section 4.9) ----------------------------------------------------------
+SCHEDS = {"linear": schedules.LinearSchedule(), "cosine": schedules.CosineSchedule(),
+          "ve": schedules.VESchedule(), "flow": schedules.FlowSchedule()}
+
+
+@pytest.mark.parametrize("name", list(SCHEDS))
+def test_elbo_weight_is_flat_in_log_snr(name):
+    t = torch.linspace(0.01, 0.99, 50, dtype=torch.float64)
+    omega = losses.log_snr_weighting(t, SCHEDS[name], "elbo_eps", t_min=0.01, t_max=0.99)
+    torch.testing.assert_close(omega, torch.full_like(t, 0.5 / 0.98))
+    # the unweighted eps-loss is flat only where lambda is linear in t (VE's geometric sigma)
+    simple = losses.log_snr_weighting(t, SCHEDS[name], t_min=0.01, t_max=0.99)
+    if name == "ve":
+        torch.testing.assert_close(simple, torch.full_like(t, simple[0].item()))
+    else:
+        assert simple.max() > 2 * simple.min()
+
+
+@pytest.mark.parametrize("name", list(SCHEDS))
+@pytest.mark.parametrize("kind", ["eps", "x0", "v", "score", "velocity"])
+def test_log_snr_weighting_converts_the_target_error_to_eps_units(name, kind):
+    """omega * |lambda'| / p = w * (target error / eps error), with the errors computed through
+    convert for a perturbed eps."""
+    sch = SCHEDS[name]
+    g = torch.Generator().manual_seed(0)
+    t = 0.05 + 0.9 * torch.rand(32, generator=g, dtype=torch.float64)
+    x0, eps, d = (torch.randn(32, 2, generator=g, dtype=torch.float64) for _ in range(3))
+    x_t = diffusion.q_sample(x0, t, sch, eps)
+    true = diffusion.target(x0, eps, t, sch, kind)
+    pred = diffusion.convert(eps + d, x_t, t, sch, src="eps", dst=kind)
+    ratio = ((true - pred) ** 2).sum(1) / (d**2).sum(1)
+    weighting = "min_snr" if kind in ("eps", "x0", "v") else "none"
+    w = losses.weight(t, sch, weighting, prediction=kind)
+    f, g2 = schedules.sde_coefficients(sch, t)
+    dlam = g2 / sch.sigma(t) ** 2                         # |lambda'(t)|
+    omega = losses.log_snr_weighting(t, sch, weighting, prediction=kind, t_min=0.0, t_max=1.0)
+    torch.testing.assert_close(omega * dlam, w * ratio, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "ve"])
+def test_log_snr_weighting_changes_variables(name):
+    """int p(t) w(t) r(t) h(lambda_t) dt over [t_min, t_max] = int omega(lambda) h(lambda) d lambda,
+    by quadrature on two different grids (uniform in t, uniform in lambda)."""
+    sch, t_min, t_max = SCHEDS[name], 0.02, 0.9
+    h = lambda lam: torch.exp(-((lam - 1.0) ** 2) / 8)  # noqa: E731  any smooth test function
+    t = torch.linspace(t_min, t_max, 20001, dtype=torch.float64)
+    w = losses.weight(t, sch, "x0")  # 1 / SNR on an eps-model's error (r = 1)
+    lhs = torch.trapezoid(w / (t_max - t_min) * h(sch.log_snr(t)), t)
+    lam = torch.linspace(sch.log_snr(t_max).item(), sch.log_snr(t_min).item(), 20001, dtype=torch.float64)
+    t_lam = sch.t_from_log_snr(lam).clamp(t_min, t_max)  # rounding at the two ends
+    omega = losses.log_snr_weighting(t_lam, sch, "x0", t_min=t_min, t_max=t_max)
+    rhs = torch.trapezoid(omega * h(lam), lam)
+    torch.testing.assert_close(lhs, rhs, rtol=1e-5, atol=0)
+    # the ELBO: (t_max - t_min) * omega integrates to (lambda_max - lambda_min) / 2
+    elbo = losses.log_snr_weighting(t_lam, sch, "elbo_eps", t_min=t_min, t_max=t_max)
+    torch.testing.assert_close(torch.trapezoid(elbo, lam) * (t_max - t_min),
+                               (lam[-1] - lam[0]) / 2, rtol=1e-6, atol=0)
+
+
+def test_log_snr_weighting_is_zero_outside_and_checks_input():
+    sch = schedules.LinearSchedule()
+    t = torch.tensor([0.05, 0.2, 0.5])
+    omega = losses.log_snr_weighting(t, sch, t_min=0.1, t_max=0.4)
+    assert omega[0] == 0 and omega[2] == 0 and omega[1] > 0
+    with pytest.raises(ValueError, match="need 0 <= t_min < t_max <= 1"):
+        losses.log_snr_weighting(t, sch, t_min=0.5, t_max=0.4)
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        losses.log_snr_weighting(t, sch, "elbo")
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        losses.log_snr_weighting(t, sch, prediction="noise")
