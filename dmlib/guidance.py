@@ -4,10 +4,14 @@ Chapter 6.
 Both wrappers return an object callable as ``guided(x_t, t, y)`` that declares
 ``prediction = "score"`` (classifier guidance) or the wrapped model's own prediction
 (classifier-free guidance), so every sampler of :mod:`dmlib.samplers` runs them
-unchanged.
+unchanged. :func:`tilted_log_prob` is the exact log-density, up to its normaliser, of
+the tilted distribution whose score CFG follows at each noise level, for a labelled
+Gaussian mixture (Section 6.6 compares samplers with it).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -84,3 +88,38 @@ class ClassifierGuidance:
         if y is None or self.w == 0.0:
             return score
         return score + self.w * self.classifier_grad(x_t, t, y)
+
+
+def tilted_log_prob(mixture, x: torch.Tensor, y, w: float, t=None,
+                    schedule: Schedule | None = None) -> torch.Tensor:
+    """Unnormalised log-density of the tilted distribution of a labelled Gaussian
+    mixture (eq-tilted of Section 6.2; used in Section 6.6):
+
+        log p_t(x) + w log p_t(y | x) = (1 - w) log p_t(x) + w log p_t(x, y).
+
+    Its gradient in x is the guided score (1 - w) grad log p_t(x)
+    + w grad log p_t(x | y) that classifier-free guidance with the exact denoiser
+    follows (eq-guided-score), and its integral over x is the normaliser
+
+        Z = int p_t(x) p_t(y | x)^w dx = E_{x ~ p_t}[ p_t(y | x)^w ]
+          (= p(y)^w Z_{t,w}),
+
+    which lies in [p(y)^w, p(y)] for w >= 1 (Jensen's inequality; p_t(y | x) <= 1).
+    ``mixture`` is a :class:`dmlib.toy.GaussianMixture` with labels; ``t=None`` is the
+    clean density, otherwise ``schedule`` noises it to time t. ``y`` is a class label
+    or a (B,) tensor of labels. Differentiable in x; computed in float64 and returned
+    in x's dtype, shape (B,).
+    """
+    from .toy import GaussianMixture
+
+    if not isinstance(mixture, GaussianMixture):
+        raise TypeError(
+            f"mixture must be a dmlib.toy.GaussianMixture, got {type(mixture).__name__}"
+        )
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+        raise ValueError(f"w must be a finite real number, got {w!r}")
+    if y is None:
+        raise ValueError("the tilted density needs a class label y")
+    log_joint = mixture.log_prob(x, t, schedule, y=y)  # log p_t(x, y); checks x, t, y
+    log_p = mixture.log_prob(x, t, schedule)  # log p_t(x)
+    return (1 - w) * log_p + w * log_joint  # (B,)
