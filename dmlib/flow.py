@@ -19,8 +19,8 @@ from .schedules import Schedule
 
 
 def ot_pairing(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """Reorder noise ``eps`` so that (x0_i, eps_i) is the optimal-transport pairing of
-    the minibatch under squared distance (Tong et al., 2024; Pooladian et al., 2023),
+    """Reorder noise ``eps`` so that (x_0^(i), eps^(i)) is the optimal-transport pairing
+    of the minibatch under squared distance (Tong et al., 2024; Pooladian et al., 2023),
     Section 5.5.
 
     Returns the permuted eps (same shape).
@@ -65,17 +65,18 @@ def reflow_pairs(
 def straightness(trajectory: torch.Tensor) -> float:
     """How far trajectories are from straight lines (Liu et al., 2023), Section 5.4:
 
-        S = mean_i |x_{t_i} - x_{t_{i+1}}|^2 * N  -  |x_1 - x_0|^2,
+        S = n sum_i |x_{t_{i+1}} - x_{t_i}|^2  -  |x_1 - x_0|^2,
 
     the excess of the discretised kinetic energy over that of the straight path between
-    the endpoints (0 for perfectly straight, constant-speed paths). ``trajectory`` has
-    shape (N + 1, B, ...) as returned by :func:`dmlib.samplers.sample`.
+    the endpoints (0 for perfectly straight, constant-speed paths), for n equal steps.
+    ``trajectory`` has shape (n + 1, B, ...) as returned by
+    :func:`dmlib.samplers.sample`.
     """
     _check.tensor(trajectory, "trajectory", min_dim=3)
     steps = trajectory.shape[0] - 1
     if steps < 1:
         raise ValueError("trajectory needs at least two time points")
-    # (N+1, B, D); sync: a diagnostic, after sampling
+    # (n+1, B, d); sync: a diagnostic, after sampling
     d = trajectory.detach().flatten(2).to("cpu", torch.float64)
     kinetic = ((d[1:] - d[:-1]) ** 2).sum(-1).sum(0) * steps  # (B,)
     chord = ((d[-1] - d[0]) ** 2).sum(-1)  # (B,)

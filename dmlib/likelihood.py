@@ -48,7 +48,7 @@ def ode_log_likelihood(
     """log p(x) under the model's probability-flow ODE, by Heun's method in t
     (Section 4.8).
 
-    ``x`` has shape (B, D) with small D (the divergence costs D backward passes).
+    ``x`` has shape (B, d) with small d (the divergence costs d backward passes).
     Returns the log-density of each point, shape (B,), for the model's distribution at
     time ``t_min``.
     """

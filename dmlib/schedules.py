@@ -261,7 +261,8 @@ class LinearSchedule(VPSchedule):
 
     beta(t) = beta_min + t (beta_max - beta_min) is the rate of the VP SDE, and
 
-        alpha_bar(t) = exp(-B(t)),    B(t) = beta_min t + (beta_max - beta_min) t^2 / 2.
+        alpha_bar(t) = exp(-int_0^t beta)
+                     = exp(-beta_min t - (beta_max - beta_min) t^2 / 2).
 
     With T steps, beta_k is close to beta(k / T) / T; the defaults 0.1 and 20 reproduce
     DDPM's betas from 1e-4 to 0.02 for T = 1000. Section 1.3.
@@ -297,11 +298,13 @@ class LinearSchedule(VPSchedule):
 class CosineSchedule(VPSchedule):
     """The cosine schedule of Nichol & Dhariwal (2021). Section 1.3.
 
-        alpha_bar(t) = cos^2(phi_t) / cos^2(phi_0),  phi_t = (t + s) / (1 + s) * pi / 2,
+        alpha_bar(t) = cos^2((t + s) / (1 + s) * pi / 2)
+                       / cos^2(s / (1 + s) * pi / 2),
 
-    with a small offset s so that beta near t = 0 is not too small. alpha_bar reaches 0
-    at t = 1; it is floored at ``ALPHA_BAR_MIN`` = 1e-4 there (the paper clips beta at
-    0.999 instead).
+    where the argument ``s`` (Nichol & Dhariwal's name; the book writes its value,
+    0.008) is a small offset in t so that beta near t = 0 is not too small. alpha_bar
+    reaches 0 at t = 1; it is floored at ``ALPHA_BAR_MIN`` = 1e-4 there (the paper clips
+    beta at 0.999 instead).
     """
 
     name = "cosine"
@@ -340,11 +343,12 @@ class CosineSchedule(VPSchedule):
 class SigmoidSchedule(VPSchedule):
     """A sigmoid schedule (Jabri et al., 2023; Chen, 2023). Section 1.3.
 
-        alpha_bar(t) = (sigmoid(u_end) - sigmoid(u_t))
-                       / (sigmoid(u_end) - sigmoid(u_start)),
-        u_t = (start + t (end - start)) / tau.
+        alpha_bar(t) = (sig(end / tau) - sig((start + t (end - start)) / tau))
+                       / (sig(end / tau) - sig(start / tau)),
 
-    The temperature tau sets how long the schedule lingers at high and low noise.
+    with sig the logistic function. ``start`` and ``end`` are the book's a and b; the
+    temperature ``tau`` (the book's zeta) sets how long the schedule lingers at high and
+    low noise.
     """
 
     name = "sigmoid"

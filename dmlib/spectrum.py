@@ -2,8 +2,8 @@
 
 White noise has the same power at every spatial frequency, while natural images
 (and digits) put most of their power at low frequencies. Adding noise therefore hides
-the high frequencies first: at time t the signal's power alpha_t^2 P(f) falls below the
-noise floor sigma_t^2 (per pixel) at ever lower frequencies f. Section 1.8.
+the high frequencies first: at time t the signal's power alpha_t^2 P(xi) falls below the
+noise floor sigma_t^2 (per pixel) at ever lower spatial frequencies xi. Section 1.8.
 """
 
 from __future__ import annotations
@@ -18,15 +18,16 @@ def radial_power_spectrum(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Radially averaged power spectrum of a batch of images, averaged over the batch.
 
-        P(f) = mean over |k| in bin f of |FFT2(x)(k)|^2 / (H W)
+        P(xi) = mean over frequency vectors xi_vec with |xi_vec| in bin xi
+                of |FFT2(x)(xi_vec)|^2 / d,
 
-    With this normalisation white noise of variance sigma^2 has P(f) = sigma^2 at
-    every f. ``images`` has shape (B, C, H, W) or (B, H, W). By default each bin is one
-    integer radius: frequencies |k| rounded to the nearest multiple 1/N (N = min(H, W))
-    give the bins f = 1/N, 2/N, ..., 1/2, and the zero frequency (the image mean) is
-    left out. With ``n_bins`` the range (0, 1/2] is cut into that many equal bins
-    instead. Returns ``(freqs, power)``, each of shape (n_bins,), in cycles per pixel.
-    Section 1.8.
+    with d = H W the number of pixels. With this normalisation white noise of variance
+    sigma^2 has P(xi) = sigma^2 at every xi. ``images`` has shape (B, C, H, W) or
+    (B, H, W). By default each bin is one integer radius: frequencies |xi_vec| rounded
+    to the nearest multiple of 1/min(H, W) give the bins xi = 1/min(H, W),
+    2/min(H, W), ..., 1/2, and the zero frequency (the image mean) is left out. With
+    ``n_bins`` the range (0, 1/2] is cut into that many equal bins instead. Returns
+    ``(freqs, power)``, each of shape (n_bins,), in cycles per pixel. Section 1.8.
     """
     _check.tensor(images, "images", min_dim=3)
     if images.dim() == 4:

@@ -105,14 +105,27 @@ def meta_mlp(prediction="eps", n_classes=None):
 
 
 # -- random draws: generator device ---------------------------------------------------------------
-@pytest.mark.parametrize("method, eta", [(m, 0.0) for m in samplers.METHODS] + [("ddim", 0.5)])
+@pytest.mark.parametrize(
+    "method, eta",
+    [(m, None) for m in samplers.METHODS] + [("ddim", 0.5), ("euler_maruyama", 0.0), ("euler_maruyama", 0.5)],
+)
 def test_samplers_draw_with_a_cpu_generator_for_another_device(method, eta):
     x_T = torch.empty(8, 2, device=META)
     with guarded_draws() as guard:
         out = samplers.sample(meta_mlp(), x_T, LIN, method=method, n_steps=4, eta=eta, generator=cpu_gen())
     assert out.device == META and out.shape == x_T.shape
-    stochastic = method in ("ddpm", "euler_maruyama") or (method == "ddim" and eta > 0)
+    # eta=None is each method's default: 0 for DDIM (deterministic), 1 for Euler-Maruyama
+    stochastic = method == "ddpm" or (method == "euler_maruyama" and eta != 0.0) or (method == "ddim" and bool(eta))
     assert bool(guard.draws) == stochastic, f"{method} (eta={eta}) drew {len(guard.draws)} times"
+
+
+@pytest.mark.parametrize("options", [dict(method="ddim", corrector_steps=2), dict(method="heun", churn=0.3)])
+def test_correctors_and_churn_draw_with_a_cpu_generator_for_another_device(options):
+    x_T = torch.empty(8, 2, device=META)
+    with guarded_draws() as guard:
+        out = samplers.sample(meta_mlp(), x_T, LIN, n_steps=4, generator=cpu_gen(), **options)
+    assert out.device == META and out.shape == x_T.shape
+    assert guard.draws, f"{options} drew nothing on the generator's device"
 
 
 def test_step_functions_and_forward_process_draw_on_the_generators_device():
