@@ -7,7 +7,7 @@ DDIM / DPM-Solver++, ``score`` for the reverse SDE, ``velocity`` for the
 probability-flow ODE), so each step is a few lines of the book's equations.
 :func:`sample` runs any of them from t = 1 to t = 0 with any model that follows the
 denoiser protocol ``model(x_t, t, y=None)``. Derivations: Chapter 2 (DDPM), Chapter 3
-(Langevin), Chapter 4 (SDE, ODE, DDIM, 2M).
+(Langevin), Chapter 4 (SDE, ODE, DDIM, DPM-Solver++, predictor-corrector, churn).
 
 The public steps check their arguments; :func:`sample` checks its arguments once, reads
 the time grid to the host once, and then calls the unchecked steps (``_ddim`` ...),
@@ -26,7 +26,12 @@ from .diffusion import PREDICTIONS, _convert, _posterior
 from .run import progress as progress_bar
 from .schedules import Schedule, _work, expand_to
 
-METHODS = ("ddpm", "ddim", "euler", "heun", "euler_maruyama", "dpmpp_2m")
+METHODS = (
+    "ddpm", "ddim", "euler", "heun", "euler_maruyama", "dpmpp_2m", "dpmpp_3m",
+    "unipc_2m", "unipc_3m",
+)
+# the multistep solvers of the data prediction, and the order of their predictor
+MULTISTEP_ORDER = {"dpmpp_2m": 2, "dpmpp_3m": 3, "unipc_2m": 2, "unipc_3m": 3}
 
 # Model evaluations per step of sample(). Heun's last step, when it ends at t = 0, is a
 # plain Euler step (the velocity at t = 0 is not needed), so Heun with n steps to t = 0
@@ -38,16 +43,30 @@ NFE_PER_STEP = {
     "heun": 2,
     "euler_maruyama": 1,
     "dpmpp_2m": 1,
+    "dpmpp_3m": 1,
+    "unipc_2m": 1,  # the corrector reuses the next step's evaluation
+    "unipc_3m": 1,
 }
 
 
-def nfe(method: str, n_steps: int, *, t_min: float = 0.0) -> int:
+def nfe(
+    method: str, n_steps: int, *, t_min: float = 0.0, corrector_steps: int = 0
+) -> int:
     """Number of network evaluations :func:`sample` makes with ``n_steps`` steps ending
-    at t_min (Section 4.7)."""
+    at t_min (Section 4.7), ``corrector_steps`` Langevin corrector steps (one evaluation
+    each) after every step but the last (predictor-corrector, Section 4.10). Churn costs
+    no evaluation."""
     _check.choice(method, "method", METHODS)
     n_steps = _check.positive_int(n_steps, "n_steps")
-    total = NFE_PER_STEP[method] * n_steps
+    corrector_steps = _check_corrector_steps(corrector_steps)
+    total = NFE_PER_STEP[method] * n_steps + corrector_steps * (n_steps - 1)
     return total - 1 if method == "heun" and t_min == 0.0 else total
+
+
+def _check_corrector_steps(n):
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"corrector_steps must be an integer >= 0, got {n!r}")
+    return n
 
 
 def _times(t, x, name="t"):
@@ -104,7 +123,7 @@ def _ddim(x_t, x0_hat, t, s, schedule, eta=0.0, generator=None):
     if eta == 0.0:
         return x_s + sig_s * eps_hat  # 3. step (eq-ddim)
     _, var = _posterior(x0_hat, x_t, s, t, schedule)
-    c = eta * var.sqrt()  # 2. fresh-noise scale (eq-ddim-eta), (B, 1, ..., 1)
+    c = eta * var.sqrt()  # 2. fresh-noise std sigma_eta (eq-ddim-eta), (B, 1, ..., 1)
     z = noise.randn_like(x_t, generator=generator)
     # 3. step (eq-ddim-eta)
     return x_s + (sig_s**2 - c**2).clamp_min(0).sqrt() * eps_hat + c * z
@@ -117,13 +136,41 @@ def _ddpm(x_t, x0_hat, t, s, schedule, generator=None):
     return mean + var.sqrt() * noise.randn_like(x_t, generator=generator)
 
 
-def _euler_maruyama(x_t, score, t, s, schedule, generator=None):
+def _euler_maruyama(x_t, score, t, s, schedule, eta=1.0, generator=None):
     # 1. drift and diffusion at t (eq-sde-coefficients), (B, 1, ..., 1) each
     f, g2 = (expand_to(c, x_t) for c in schedule._sde(_work(t)))
     h = expand_to(t - s, x_t)  # step length > 0
+    # 2. one Euler-Maruyama step of the eta-family of reverse SDEs (eq-em-reverse-eta);
+    # eta = 0 is deterministic (the probability-flow ODE): no noise is drawn
+    score = (1 + eta**2) / 2 * score  # the score's weight in the drift, 1 at eta = 1
+    x_s = x_t - h * (f * x_t - g2 * score)
+    if eta == 0.0:
+        return x_s
     z = noise.randn_like(x_t, generator=generator)
-    # 2. one Euler-Maruyama step of the reverse SDE (eq-em-reverse)
-    return x_t - h * (f * x_t - g2 * score) + (g2 * h).sqrt() * z
+    return x_s + eta * (g2 * h).sqrt() * z
+
+
+def _corrector(x_t, score, t, schedule, snr, generator=None):
+    _, sig_t = _coeffs(t, schedule, x_t)  # (B, 1, ..., 1)
+    delta = 2 * snr**2 * sig_t**2  # 1. step size (eq-corrector-step)
+    z = noise.randn_like(x_t, generator=generator)
+    # 2. one Langevin step on p_t (eq-corrector)
+    return x_t + delta * score + (2 * delta).sqrt() * z
+
+
+def _renoise(x_t, t, t_hat, schedule, generator=None):
+    a_t, _ = _coeffs(t, schedule, x_t)
+    a_hat, sig_hat = _coeffs(t_hat, schedule, x_t)  # (B, 1, ..., 1) each
+    lam_t, lam_hat = (expand_to(schedule._log_snr(_work(u)), x_t) for u in (t, t_hat))
+    same = expand_to((t_hat == t).to(a_t.dtype), x_t) > 0  # no change (even at alpha=0)
+    # 1. scale and added variance of q(x_that | x_t) (eq-churn):
+    # sigma_that^2 - (alpha_that / alpha_t)^2 sigma_t^2
+    #   = sigma_that^2 (1 - e^{lam_hat - lam_t}), with no cancellation
+    ratio = torch.where(same, torch.ones_like(a_t), a_hat / a_t)
+    added = -(sig_hat**2) * torch.expm1(lam_hat - lam_t)
+    var = torch.where(same, torch.zeros_like(a_t), added)
+    # 2. draw x_that
+    return ratio * x_t + var.sqrt() * noise.randn_like(x_t, generator=generator)
 
 
 def _dpmpp_2m(x_t, x0_hat, t, s, schedule, x0_prev=None, t_prev=None):
@@ -139,6 +186,68 @@ def _dpmpp_2m(x_t, x0_hat, t, s, schedule, x0_prev=None, t_prev=None):
         d = (1 + 1 / (2 * r)) * x0_hat - 1 / (2 * r) * x0_prev
     # 2. exact linear part (eq-dpmpp-2m)
     return (sig_s / sig_t) * x_t - a_s * torch.expm1(-h) * d
+
+
+def _dpmpp_3m(x_t, x0_hat, t, s, schedule, x0_prev, t_prev, x0_prev2, t_prev2):
+    a_s, sig_s = _coeffs(s, schedule, x_t)  # (B, 1, ..., 1) each
+    _, sig_t = _coeffs(t, schedule, x_t)
+    # half log-SNR l = lambda / 2 = log(alpha / sigma) at s, t and the two earlier times
+    l_s, l_t, l_p, l_pp = (
+        expand_to(schedule._log_snr(_work(u)), x_t) / 2 for u in (s, t, t_prev, t_prev2)
+    )
+    h, h0, h1 = l_s - l_t, l_t - l_p, l_p - l_pp  # this step and the two before
+    # 1. the quadratic x0(u) = x0_hat + c1 u + c2 u^2 in u = l - l_t through the three
+    # x0 predictions, from divided differences (eq-dpmpp-3m-fit)
+    d01, d12 = (x0_hat - x0_prev) / h0, (x0_prev - x0_prev2) / h1
+    c2 = (d01 - d12) / (h0 + h1)
+    c1 = d01 + h0 * c2
+    # 2. its exact integral against e^{u - h} over [0, h] (eq-dpmpp-3m)
+    phi1 = -torch.expm1(-h)  # int e^{u-h} du
+    phi2 = h - phi1  # int u e^{u-h} du
+    phi3 = h**2 - 2 * phi2  # int u^2 e^{u-h} du
+    return (sig_s / sig_t) * x_t + a_s * (phi1 * x0_hat + phi2 * c1 + phi3 * c2)
+
+
+def _unic(x_t, x0_hat, t, s, schedule, x0_s, history):
+    # history: [(x0_prev, t_prev), (x0_prev2, t_prev2)], newest first, 0 to 2 entries
+    a_s, sig_s = _coeffs(s, schedule, x_t)  # (B, 1, ..., 1) each
+    _, sig_t = _coeffs(t, schedule, x_t)
+    l_s, l_t = (expand_to(schedule._log_snr(_work(u)), x_t) / 2 for u in (s, t))
+    h = l_s - l_t
+    phi1 = -torch.expm1(-h)  # int e^{u-h} du over [0, h]
+    if not history:  # 1. first order: the mean of the two predictions (eq-unic-1)
+        return (sig_s / sig_t) * x_t + a_s * phi1 * (x0_hat + x0_s) / 2
+    # 2. the polynomial x0_hat + c1 u + c2 u^2 (+ c3 u^3) in u = l - l_t through the
+    # predictions at s (u = h), t (u = 0) and the earlier times, in Newton's form from
+    # divided differences (eq-unic-fit)
+    (x0_p, t_p), *older = history
+    l_p = expand_to(schedule._log_snr(_work(t_p)), x_t) / 2
+    h0 = l_t - l_p
+    e1, e2 = (x0_s - x0_hat) / h, (x0_hat - x0_p) / h0
+    q1 = (e1 - e2) / (h + h0)
+    c1, c2 = e1 - h * q1, q1
+    phi2 = h - phi1  # int u e^{u-h} du
+    phi3 = h**2 - 2 * phi2  # int u^2 e^{u-h} du
+    out = (sig_s / sig_t) * x_t + a_s * (phi1 * x0_hat + phi2 * c1 + phi3 * c2)
+    if older:  # the cubic term through the fourth prediction
+        ((x0_pp, t_pp),) = older
+        l_pp = expand_to(schedule._log_snr(_work(t_pp)), x_t) / 2
+        h1 = l_p - l_pp
+        q2 = (e2 - (x0_p - x0_pp) / h1) / (h0 + h1)
+        c3 = (q1 - q2) / (h + h0 + h1)
+        phi4 = h**3 - 3 * phi3  # int u^3 e^{u-h} du
+        out = out + a_s * (phi2 * (-h * h0 * c3) + phi3 * (h0 - h) * c3 + phi4 * c3)
+    # 3. integrated exactly against e^{u-h} over [0, h] (eq-unic)
+    return out
+
+
+def _multistep(x_t, x0_hat, t, s, schedule, history, order):
+    # the predictor of dpmpp_2m / dpmpp_3m with what the history holds (DDIM at first)
+    if order == 3 and len(history) >= 2:
+        (x0_p, t_p), (x0_pp, t_pp) = history[:2]
+        return _dpmpp_3m(x_t, x0_hat, t, s, schedule, x0_p, t_p, x0_pp, t_pp)
+    x0_p, t_p = history[0] if history else (None, None)
+    return _dpmpp_2m(x_t, x0_hat, t, s, schedule, x0_p, t_p)
 
 
 # -- the steps: public versions --------------------------------------------------------
@@ -198,21 +307,119 @@ def euler_step(x_t, velocity, t, s, schedule=None):
     return x_t + expand_to(_times(s, x_t, "s") - _times(t, x_t), x_t) * velocity
 
 
-def euler_maruyama_step(x_t, score, t, s, schedule, *, generator=None):
+def _check_eta_sde(eta):
+    if (
+        isinstance(eta, bool)
+        or not isinstance(eta, (int, float))
+        or not (math.isfinite(eta) and eta >= 0.0)
+    ):
+        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
+    return float(eta)
+
+
+def euler_maruyama_step(x_t, score, t, s, schedule, *, eta=1.0, generator=None):
     """Euler-Maruyama step of the reverse-time SDE (Anderson, 1982; Song et al., 2021),
-    Section 4.3.
+    Section 4.3, and of its family with the same marginals (Zhang & Chen, 2023),
+    Section 4.10.
 
     Forward SDE dx = f(t) x dt + g(t) dW with f = alpha'/alpha and
-    g^2 = (sigma^2)' - 2 f sigma^2 (:func:`dmlib.schedules.sde_coefficients`); its
-    reverse runs dx = [f x - g^2 score] dt + g dW_bar backwards in time, so with
-    h = t - s > 0:
+    g^2 = (sigma^2)' - 2 f sigma^2 (:func:`dmlib.schedules.sde_coefficients`). For
+    every eta >= 0 the reverse-time SDE
 
-        x_s = x_t - h (f(t) x_t - g(t)^2 score) + g(t) sqrt(h) z.
+        dx = [f(t) x - (1 + eta^2)/2 g(t)^2 score] dt + eta g(t) dW_bar
+
+    has the marginals p_t of the forward process: eta = 0 is the probability-flow ODE,
+    eta = 1 the reverse SDE of Anderson. With Delta t = t - s > 0 the step is
+
+        x_s = x_t - Delta t (f(t) x_t - (1 + eta^2)/2 g(t)^2 score)
+              + eta g(t) sqrt(Delta t) z.
+
+    eta = 0 draws no noise (the generator does not advance).
     """
+    eta = _check_eta_sde(eta)
     _step_args(x_t, score, t, s, schedule, "score")
     return _euler_maruyama(
-        x_t, score, _times(t, x_t), _times(s, x_t), schedule, generator
+        x_t, score, _times(t, x_t), _times(s, x_t), schedule, eta, generator
     )
+
+
+def corrector_step(x_t, score, t, schedule, *, snr: float = 0.16, generator=None):
+    """One Langevin corrector step at the noise level t (Song et al., 2021),
+    Section 4.10: a step of unadjusted Langevin dynamics (Section 3.2) whose target is
+    p_t itself,
+
+        delta = 2 snr^2 sigma_t^2,
+        x'    = x_t + delta score(x_t, t) + sqrt(2 delta) z.
+
+    The step size is Song et al.'s signal-to-noise rule, delta = 2 (snr ||z|| /
+    ||score||)^2, with both norms replaced by their typical values at noise level t,
+    ||z||^2 = d and ||score||^2 = d / sigma_t^2 (the score of the noise alone): so
+    ``snr`` (snr_PC in Section 4.10) is the ratio of the step's drift to its noise, the
+    same at every t, and the step depends on neither x nor the batch. (In the VP case
+    Song et al. also multiply delta by alpha_t; this rule does not.) ``score`` is the
+    score of p_t at x_t (the exact one leaves p_t invariant up to the O(delta) bias of
+    an unadjusted step).
+    """
+    _check.tensor(x_t, "x_t")
+    _check.tensor(score, "score")
+    _check.same_shape(score, x_t, "score", "x_t")
+    _check.schedule(schedule)
+    snr = _check.finite_positive(snr, "snr")
+    return _corrector(x_t, score, _times(t, x_t), schedule, snr, generator)
+
+
+def renoise(x_t, t, t_hat, schedule, *, generator=None):
+    """Raise the noise level of x_t from t to a later time t_hat >= t exactly under the
+    forward process (the "churn" of Karras et al., 2022), Section 4.10:
+
+        x_that = (alpha_that / alpha_t) x_t
+                 + sqrt(sigma_that^2 - (alpha_that / alpha_t)^2 sigma_t^2) z,
+
+    so that x_t ~ q(x_t | x_0) gives x_that ~ q(x_that | x_0) for every x_0. The added
+    variance is computed as sigma_that^2 (1 - exp(lambda_that - lambda_t)), without
+    cancellation. t_hat = t returns x_t unchanged (and still draws z). Karras et al.'s
+    cap on the churn, its window of noise levels and S_noise are not implemented: the
+    caller chooses t_hat.
+    """
+    _check.tensor(x_t, "x_t")
+    _check.schedule(schedule)
+    _check.time_order(
+        t, t_hat, strict=False, what="renoising raises the noise level: t <= t_hat"
+    )
+    t, t_hat = _times(t, x_t), _times(t_hat, x_t, "t_hat")
+    return _renoise(x_t, t, t_hat, schedule, generator)
+
+
+def _dpm_args(x_t, x0_hat, t, s, schedule, history):
+    # checks of a DPM-Solver++ step; history: [(x0, t_, "x0 name", "t name")], newest
+    # first. Returns the times of the history as (B,) tensors (None where not given).
+    _step_args(x_t, x0_hat, t, s, schedule, "x0_hat")
+    if (_check.as_time(s, "s") == 0).any():
+        raise ValueError(
+            "a DPM-Solver++ step needs s > 0 (the log-SNR is infinite at s = 0); "
+            "the last step to s = 0 is the prediction x0_hat itself, as sample() does"
+        )
+    times, later, later_name = [], t, "t"
+    for x0, t_, x0_name, t_name in history:
+        if (x0 is None) != (t_ is None):
+            raise ValueError(
+                f"{x0_name} and {t_name} go together: "
+                "give both (a multistep) or neither (the first step)"
+            )
+        if x0 is not None and None in times:
+            raise ValueError(f"{x0_name} needs the later prediction before it as well")
+        if x0 is None:
+            times.append(None)
+            continue
+        _check.tensor(x0, x0_name)
+        _check.same_shape(x0, x_t, x0_name, "x_t")
+        _check.time_order(
+            later, t_, strict=True,
+            what=f"{t_name} is the earlier step's time, above {later_name}",
+        )
+        times.append(_times(t_, x_t, t_name))
+        later, later_name = t_, t_name
+    return times
 
 
 def dpmpp_2m_step(x_t, x0_hat, t, s, schedule, *, x0_prev=None, t_prev=None):
@@ -227,27 +434,94 @@ def dpmpp_2m_step(x_t, x0_hat, t, s, schedule, *, x0_prev=None, t_prev=None):
 
     Without a previous prediction (the first step) D = x0_hat, which is exactly DDIM.
     """
-    _step_args(x_t, x0_hat, t, s, schedule, "x0_hat")
-    if (_check.as_time(s, "s") == 0).any():
-        raise ValueError(
-            "a DPM-Solver++ step needs s > 0 (the log-SNR is infinite at s = 0); "
-            "the last step to s = 0 is the prediction x0_hat itself, as sample() does"
-        )
-    if (x0_prev is None) != (t_prev is None):
-        raise ValueError(
-            "x0_prev and t_prev go together: "
-            "give both (a multistep) or neither (the first step)"
-        )
-    if x0_prev is not None:
-        _check.tensor(x0_prev, "x0_prev")
-        _check.same_shape(x0_prev, x_t, "x0_prev", "x_t")
-        _check.time_order(
-            t, t_prev, strict=True, what="t_prev is the earlier step's time, above t"
-        )
-        t_prev = _times(t_prev, x_t, "t_prev")
+    (t_prev,) = _dpm_args(
+        x_t, x0_hat, t, s, schedule, [(x0_prev, t_prev, "x0_prev", "t_prev")]
+    )
     return _dpmpp_2m(
         x_t, x0_hat, _times(t, x_t), _times(s, x_t), schedule, x0_prev, t_prev
     )
+
+
+def dpmpp_3m_step(
+    x_t, x0_hat, t, s, schedule, *, x0_prev=None, t_prev=None, x0_prev2=None,
+    t_prev2=None
+):
+    """Third-order multistep step of DPM-Solver++(3M) (Lu et al., 2022), Section 4.6.
+
+    In the half log-SNR l = lambda / 2 = log(alpha / sigma) the probability-flow ODE
+    with the data prediction x0(l) has the exact solution
+
+        x_s = (sigma_s / sigma_t) x_t + alpha_s int_0^h e^{u - h} x0(l_t + u) du,
+
+    h = l_s - l_t = (lambda_s - lambda_t) / 2. The step replaces x0 by the quadratic
+    x0_hat + c1 u + c2 u^2 through the predictions at t, t_prev, t_prev2 (steps
+    h0 = l_t - l_prev, h1 = l_prev - l_prev2 back) and integrates it exactly:
+
+        d01 = (x0_hat - x0_prev) / h0,   d12 = (x0_prev - x0_prev2) / h1,     # 1.
+        c2  = (d01 - d12) / (h0 + h1),   c1  = d01 + h0 c2,
+        x_s = (sigma_s / sigma_t) x_t + alpha_s (phi1 x0_hat + phi2 c1 + phi3 c2),  # 2.
+        phi1 = 1 - e^{-h},  phi2 = h - phi1,  phi3 = h^2 - 2 phi2.
+
+    With one earlier prediction it is the (2M) step of :func:`dpmpp_2m_step`, with none
+    the DDIM step. (The common implementations of 3M, Lu et al.'s reference code and
+    diffusers' alike, weight the c2 term by phi3 / 2 instead, which integrates a
+    quadratic x0 only half-way: their step is exact for x0 linear in l, this one for
+    x0 quadratic.)
+    """
+    t_prev, t_prev2 = _dpm_args(
+        x_t, x0_hat, t, s, schedule,
+        [
+            (x0_prev, t_prev, "x0_prev", "t_prev"),
+            (x0_prev2, t_prev2, "x0_prev2", "t_prev2"),
+        ],
+    )
+    t, s = _times(t, x_t), _times(s, x_t)
+    if x0_prev2 is None:
+        return _dpmpp_2m(x_t, x0_hat, t, s, schedule, x0_prev, t_prev)
+    return _dpmpp_3m(x_t, x0_hat, t, s, schedule, x0_prev, t_prev, x0_prev2, t_prev2)
+
+
+def unic_step(
+    x_t, x0_hat, t, s, schedule, *, x0_s, x0_prev=None, t_prev=None, x0_prev2=None,
+    t_prev2=None
+):
+    """The corrector UniC of UniPC (Zhao et al., 2023), Section 4.6: a better x_s after
+    a multistep predictor step from x_t, at no extra evaluation.
+
+    The predictor went from x_t at t to a point x~_s; the model's prediction there,
+    ``x0_s``, is needed for the next step anyway. With it the x0 predictions are known
+    at s, t and the earlier times of the predictor's history, and the corrector
+    integrates the polynomial through all of them exactly (h = l_s - l_t and
+    h0 = l_t - l_prev, h1 = l_prev - l_prev2 in the half log-SNR l = lambda / 2):
+
+        e1 = (x0_s - x0_hat) / h,  e2 = (x0_hat - x0_prev) / h0,            # 2.
+        q1 = (e1 - e2) / (h + h0),  c1 = e1 - h q1,  c2 = q1
+        x_s = (sigma_s / sigma_t) x_t                                       # 3.
+              + alpha_s (phi1 x0_hat + phi2 c1 + phi3 c2 [+ cubic term])
+
+    with phi_k as in :func:`dpmpp_3m_step`. With ``x0_prev2`` as well the cubic through
+    four predictions is integrated (phi4 = h^3 - 3 phi3). With no history (after the
+    first, DDIM, step) it is the trapezoidal rule with 2M's weight (1 - e^{-h}) / 2:
+
+        x_s = (sigma_s / sigma_t) x_t + alpha_s (1 - e^{-h}) (x0_hat + x0_s) / 2.  # 1.
+
+    The corrector raises the predictor's order by one: after a (2M) step it is third
+    order, after a (3M) step fourth. ``x0_s`` was evaluated at the predictor's point,
+    not at the corrected one; :func:`sample` does the same with ``"unipc_2m"`` and
+    ``"unipc_3m"``. This is diffusers' ``UniPCMultistepScheduler`` with
+    ``predict_x0=True, solver_type="bh2"``.
+    """
+    times = _dpm_args(
+        x_t, x0_hat, t, s, schedule,
+        [
+            (x0_prev, t_prev, "x0_prev", "t_prev"),
+            (x0_prev2, t_prev2, "x0_prev2", "t_prev2"),
+        ],
+    )
+    _check.tensor(x0_s, "x0_s")
+    _check.same_shape(x0_s, x_t, "x0_s", "x_t")
+    history = [(x0, t_) for x0, t_ in zip((x0_prev, x0_prev2), times) if x0 is not None]
+    return _unic(x_t, x0_hat, _times(t, x_t), _times(s, x_t), schedule, x0_s, history)
 
 
 def langevin_step(x, score, step_size: float, *, generator=None):
@@ -412,6 +686,58 @@ def _check_start(prediction, method, t_max, schedule):
         )
 
 
+# methods whose step draws no noise, where churn adds some in a controlled way
+CHURN_METHODS = ("ddim", "euler", "heun")
+
+
+def _check_sampling(method, eta, churn, corrector_steps, corrector_snr):
+    # the stochasticity arguments of sample(), checked once; returns eta for the method
+    if method == "ddim":
+        eta = 0.0 if eta is None else eta
+        if (
+            isinstance(eta, bool)
+            or not isinstance(eta, (int, float))
+            or not (0.0 <= eta <= 1.0)
+        ):
+            raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
+    elif method == "euler_maruyama":
+        eta = _check_eta_sde(1.0 if eta is None else eta)
+    elif eta not in (None, 0, 0.0):
+        raise ValueError(
+            f"eta sets the noise of 'ddim' and 'euler_maruyama'; "
+            f"method={method!r} takes none, got eta={eta!r}"
+        )
+    if (
+        isinstance(churn, bool)
+        or not isinstance(churn, (int, float))
+        or not (math.isfinite(churn) and churn >= 0.0)
+    ):
+        raise ValueError(f"churn must be a finite number >= 0, got {churn!r}")
+    if churn > 0 and (method not in CHURN_METHODS or eta):
+        raise ValueError(
+            "churn adds noise to a deterministic sampler (ddim with eta=0, euler, "
+            f"heun); method={method!r}" + (f" with eta={eta}" if eta else "")
+            + " draws its own noise or keeps a history that renoising would break"
+        )
+    _check_corrector_steps(corrector_steps)
+    _check.finite_positive(corrector_snr, "corrector_snr")
+    if corrector_steps and method.startswith("unipc"):
+        raise ValueError(
+            f"method={method!r} corrects every step with its own corrector (UniC); "
+            "Langevin corrector_steps would move the point its history belongs to"
+        )
+    return float(eta or 0.0)
+
+
+def _churn_times(grid, churn, schedule) -> list[float]:
+    # t_hat of each step: the noise level sigma / alpha = exp(-lambda / 2) raised by the
+    # factor 1 + churn, i.e. lambda lowered by 2 log(1 + churn); capped at grid[0]
+    t = torch.tensor(grid[:-1], dtype=torch.float64)
+    lam_hat = schedule._log_snr(t) - 2 * math.log1p(churn)
+    t_hat = torch.maximum(schedule._t_from_log_snr(lam_hat), t).clamp(max=grid[0])
+    return t_hat.tolist()  # sync: CPU times, once per sample()
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -422,7 +748,10 @@ def sample(
     n_steps: int = 100,
     times: torch.Tensor | None = None,
     y=None,
-    eta: float = 0.0,
+    eta: float | None = None,
+    churn: float = 0.0,
+    corrector_steps: int = 0,
+    corrector_snr: float = 0.16,
     generator=None,
     return_trajectory: bool = False,
     progress: bool = False,
@@ -430,29 +759,41 @@ def sample(
     """Run a sampler from x_T at t = 1 down to t = 0 (Section 2.5; the methods in
     Chapter 4).
 
-    ``method`` is one of "ddpm", "ddim" (with ``eta``), "euler", "heun"
-    (probability-flow ODE), "euler_maruyama" (reverse SDE) or "dpmpp_2m". ``times``
-    overrides the uniform grid of ``n_steps`` steps (see :func:`time_grid`). Returns
-    x_0, or ``(x_0, trajectory)`` with the trajectory of shape (n_steps + 1, B, ...).
-    The last step of the stochastic samplers adds no noise. The model is called
-    :func:`nfe` times.
+    ``method`` is one of "ddpm", "ddim", "euler", "heun" (probability-flow ODE),
+    "euler_maruyama" (reverse SDEs), "dpmpp_2m" or "dpmpp_3m" (multistep, from the
+    data prediction; 3M takes first- and second-order steps while its history fills),
+    "unipc_2m" or "unipc_3m" (the same predictors, each step but the last corrected
+    with :func:`unic_step` from the next step's evaluation: one order higher at the
+    same cost, Section 4.6).
+    ``times`` overrides the uniform grid
+    of ``n_steps`` steps (see :func:`time_grid`). Stochasticity (Section 4.10):
+
+    * ``eta``: DDIM's eta in [0, 1] (default 0), or the eta >= 0 of the reverse SDE
+      family of ``euler_maruyama`` (default 1, Anderson's reverse SDE; 0 is the
+      probability-flow ODE), see :func:`euler_maruyama_step`;
+    * ``churn`` = gamma >= 0 (ddim with eta = 0, euler, heun): before each step from t,
+      raise the noise level sigma_t / alpha_t by the factor 1 + gamma (capped at the
+      grid's first time) with :func:`renoise`, then step from there;
+    * ``corrector_steps`` Langevin corrector steps (:func:`corrector_step`, signal-to-
+      noise ratio ``corrector_snr``) at the new time after every step but the last
+      (predictor-corrector sampling).
+
+    Returns x_0, or ``(x_0, trajectory)`` with the trajectory of shape
+    (n_steps + 1, B, ...). The last step of the stochastic samplers adds no noise. The
+    model is called :func:`nfe` times.
     """
     _check.choice(method, "method", METHODS)
     _check.tensor(x_T, "x_T")
     _check.schedule(schedule)
     _model_kind(model)
-    if (
-        isinstance(eta, bool)
-        or not isinstance(eta, (int, float))
-        or not (0.0 <= eta <= 1.0)
-    ):
-        raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
+    eta = _check_sampling(method, eta, churn, corrector_steps, corrector_snr)
     _check.labels(y, x_T.shape[0], getattr(model, "n_classes", None))
     # one label: placed on the device once, not per call
     if y is not None and not isinstance(y, torch.Tensor):
         y = torch.full((x_T.shape[0],), int(y), dtype=torch.long, device=x_T.device)
     grid = _grid(times, _check.positive_int(n_steps, "n_steps"))
     _check_start(model.prediction, method, grid[0], schedule)
+    starts = _churn_times(grid, churn, schedule) if churn > 0 else grid[:-1]
     # the times of each step, filled in on x's device (no copy, no sync): float64 on the
     # CPU, exactly as the public steps take a Python float, so sample() and a
     # hand-written loop agree
@@ -463,34 +804,51 @@ def sample(
 
     x = x_T
     traj = [x]
-    x0_prev = t_prev = None
+    history = []  # the multistep solvers' earlier (x0, t), newest first
+    x_start = None  # UniPC: where the last step started
     for i in progress_bar(range(len(grid) - 1), desc=method, disable=not progress):
-        t, s = at(grid[i]), at(grid[i + 1])
+        if starts[i] > grid[i]:  # churn: raise the noise level first (eq-churn)
+            x = _renoise(x, at(grid[i]), at(starts[i]), schedule, generator)
+        t, s = at(starts[i]), at(grid[i + 1])
         last, to_zero = i == len(grid) - 2, grid[i + 1] == 0.0
         if method in ("ddpm", "ddim"):
             x0 = _predict(model, x, t, schedule, "x0", y)
             if method == "ddpm" and not last:
                 x = _ddpm(x, x0, t, s, schedule, generator)
             else:
-                x = _ddim(x, x0, t, s, schedule, 0.0 if last else float(eta), generator)
-        elif method == "dpmpp_2m":
+                x = _ddim(x, x0, t, s, schedule, 0.0 if last else eta, generator)
+        elif method in MULTISTEP_ORDER:
+            order = MULTISTEP_ORDER[method]
+            # at the predictor's point x (UniPC: x0 at it also corrects that point)
             x0 = _predict(model, x, t, schedule, "x0", y)
-            x = x0 if to_zero else _dpmpp_2m(x, x0, t, s, schedule, x0_prev, t_prev)
-            x0_prev, t_prev = x0, t
+            if x_start is not None:  # UniC: redo the last step with x0 (eq-unic)
+                (x0_p, t_p), older = history[0], history[1:order]
+                x = _unic(x_start, x0_p, t_p, t, schedule, x0, older)
+                if return_trajectory:
+                    traj[-1] = x
+            if to_zero:  # lambda = inf at t = 0: the solution is the prediction itself
+                x = x0
+            else:  # (DDIM on the first step, then 2M until the history fills)
+                x_start = x if method.startswith("unipc") else None
+                x = _multistep(x, x0, t, s, schedule, history, order)
+            history = [(x0, t)] + history[: order - 1]
         elif method == "euler_maruyama":
             if last:  # the last step is the denoised mean
                 x = _ddim(x, _predict(model, x, t, schedule, "x0", y), t, s, schedule)
             else:
                 score = _predict(model, x, t, schedule, "score", y)
-                x = _euler_maruyama(x, score, t, s, schedule, generator)
+                x = _euler_maruyama(x, score, t, s, schedule, eta, generator)
         else:  # euler, heun
             u = _predict(model, x, t, schedule, "velocity", y)
-            dt = grid[i + 1] - grid[i]
+            dt = grid[i + 1] - starts[i]
             x_next = x + dt * u
             if method == "heun" and not to_zero:
                 u2 = _predict(model, x_next, s, schedule, "velocity", y)
                 x_next = x + dt * 0.5 * (u + u2)
             x = x_next
+        for _ in range(0 if last else corrector_steps):  # Langevin at s (eq-corrector)
+            score = _predict(model, x, s, schedule, "score", y)
+            x = _corrector(x, score, s, schedule, corrector_snr, generator)
         if return_trajectory:
             traj.append(x)
     return (x, torch.stack(traj)) if return_trajectory else x

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["samplers_nfe", "flow2d", "ddim_vs_ddpm", "device_core"]
+SCRIPTS = ["samplers_nfe", "flow2d", "ddim_vs_ddpm", "device_core", "samplers_peer"]
 
 
 def _load(name):
