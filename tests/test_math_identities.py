@@ -432,3 +432,207 @@ def test_sinusoid_peak_with_default_bins():
     peak = int(p.argmax())
     assert abs(freqs[peak].item() - k / size) < 1e-6
     assert torch.cat([p[:peak], p[peak + 1:]]).abs().max() < 1e-6 * p[peak]
+
+# ================================================================================================
+# Chapter 4's unifying view (Sections 4.9 and 4.10): preconditioning, weightings over log-SNR,
+# the family of reverse SDEs with the probability-flow ODE's marginals
+# ================================================================================================
+from dmlib import losses as L  # noqa: E402
+from dmlib import samplers as SM  # noqa: E402
+
+
+def _mix1d():
+    return toy.GaussianMixture(means=[[-1.2], [0.3], [1.5]], stds=[0.15, 0.2, 0.1], weights=[0.3, 0.5, 0.2])
+
+
+def check_preconditioned_target_is_minus_v(schedule, t):
+    """VP, sigma_d = 1: (E[x0 | x_t] - c_skip x_t) / c_out of the exact denoiser is -E[v | x_t]."""
+    mix = make_mixture()
+    x = _noised_points(mix, schedule, t)
+    c_skip, c_out, c_in, _ = D.preconditioning(t, schedule)
+    torch.testing.assert_close(c_in, torch.ones_like(c_in), rtol=1e-12, atol=1e-12)
+    target = (mix.posterior_mean(x, t, schedule) - c_skip * x) / c_out
+    v_hat = mix.denoiser(schedule, prediction="v")(x, t)
+    torch.testing.assert_close(target, -v_hat, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "sigmoid"])
+@pytest.mark.parametrize("t", [0.05, 0.5, 0.95])
+def test_preconditioned_target_is_minus_v(name, t):
+    check_preconditioned_target_is_minus_v(S.get_schedule(name), t)
+
+
+def _em_drift_and_variance(x, t, dt, schedule, eta, score):
+    """Read the drift b and the variance per unit time eta^2 g^2 off dmlib's Euler-Maruyama step:
+    x_s = x - dt b + c z, solved from two calls with known draws z, z'."""
+    s = t - dt
+    outs, zs = [], []
+    for seed in (5, 6):
+        zs.append(torch.randn(x.shape, dtype=torch.float64, generator=_gen(seed)))
+        outs.append(SM.euler_maruyama_step(x, score, t, s, schedule, eta=eta, generator=_gen(seed)))
+    c = ((outs[0] - outs[1]) / (zs[0] - zs[1])).median().item()  # the noise scale, one number
+    mean = outs[0] - c * zs[0]
+    return (x - mean) / dt, c**2 / dt
+
+
+def check_sde_family_fokker_planck(eta, t, *, schedule=None):
+    """The family's density equation, d p_t / dt = -div(b p_t) - (eta^2 g^2 / 2) lap p_t, with b and
+    eta^2 g^2 read off dmlib's step (eq-em-reverse-eta), for the exact 1D mixture density."""
+    schedule = schedule or S.LinearSchedule()
+    mix = _mix1d()
+    x = torch.linspace(-4, 4, 4001, dtype=torch.float64)[:, None]
+    h = (x[1] - x[0]).item()
+    b, var_rate = _em_drift_and_variance(x, t, 1e-4, schedule, eta, mix.score(x, t, schedule))
+    p = lambda u: mix.log_prob(x, u, schedule).exp()  # noqa: E731
+    dt = 1e-4
+    lhs = (p(t + dt) - p(t - dt)) / (2 * dt)
+    grad = lambda v: torch.gradient(v, spacing=h)[0]  # noqa: E731
+    rhs = -grad(b[:, 0] * p(t)) - var_rate / 2 * grad(grad(p(t)))
+    inner = x[:, 0].abs() < 3
+    rel = ((lhs - rhs)[inner].abs().max() / lhs.abs().max()).item()
+    assert rel < 1e-3, f"eta = {eta}, t = {t}: Fokker-Planck mismatch {rel:.2e} of max |dp/dt|"
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0, 2.0])
+@pytest.mark.parametrize("t", [0.05, 0.3])
+def test_sde_family_fokker_planck(eta, t):
+    check_sde_family_fokker_planck(eta, t)
+
+
+def check_ddim_eta_is_the_family_eta(eta=0.8, t=0.3, dts=(0.04, 0.02, 0.01, 0.005)):
+    """DDIM-eta's step has the mean and variance of the family's Euler-Maruyama step with the same
+    eta, up to O(dt^2): the relative gaps shrink in proportion to dt (log-log slope 1)."""
+    sch, mix = S.LinearSchedule(), toy.GaussianMixture.eight_gaussians()
+    x = D.q_sample(mix.sample(256, generator=_gen(0)).double(), t, sch, generator=_gen(1))
+    score, x0 = mix.score(x, t, sch), mix.posterior_mean(x, t, sch)
+    g2 = S.sde_coefficients(sch, t)[1].item()
+    z = torch.randn(x.shape, dtype=torch.float64, generator=_gen(11))
+    gaps = []
+    for dt in dts:
+        s = t - dt
+        var_em = eta**2 * g2 * dt
+        mean_em = SM.euler_maruyama_step(x, score, t, s, sch, eta=eta, generator=_gen(11)) - math.sqrt(var_em) * z
+        var_ddim = eta**2 * D.posterior(x0, x, s, t, sch)[1][0, 0].item()
+        out = SM.ddim_step(x, x0, t, s, sch, eta=eta, generator=_gen(11))
+        mean_ddim = out - math.sqrt(var_ddim) * z
+        move = (mean_em - x).norm(dim=1).mean()
+        gaps.append([((mean_ddim - mean_em).norm(dim=1).mean() / move).item(), abs(var_ddim / var_em - 1)])
+    gaps = torch.tensor(gaps, dtype=torch.float64)
+    ldt = torch.log(torch.tensor(dts, dtype=torch.float64))
+    for j, what in enumerate(["mean", "variance"]):
+        ly = torch.log(gaps[:, j])
+        slope = (((ldt - ldt.mean()) * (ly - ly.mean())).sum() / ((ldt - ldt.mean()) ** 2).sum()).item()
+        assert 0.8 < slope < 1.2, f"DDIM-eta vs family step, {what}: gap ~ dt^{slope:.2f}, expected dt^1"
+    assert gaps[-1].max() < 0.05, f"gaps at dt = {dts[-1]}: {gaps[-1].tolist()}"
+
+
+def test_ddim_eta_is_the_family_eta():
+    check_ddim_eta_is_the_family_eta()
+
+
+def check_elbo_is_schedule_invariant(n_batches=12, b_size=1000, lam_hi=8.0, lam_lo=-8.0):
+    """Section 4.9: the ELBO's weighting is flat in log-SNR, so the continuous-time loss of the exact
+    denoiser, (t_b - t_a) E[loss], is the same under two schedules with the same lambda end points;
+    the unweighted loss is not. And for the same draws of (lambda, x0, eps) the exact denoiser's noise
+    error is the same under both schedules."""
+    mix = toy.GaussianMixture.eight_gaussians()
+    scheds = [S.LinearSchedule(), S.CosineSchedule()]
+    est = {}
+    for i, sch in enumerate(scheds):
+        t_a, t_b = sch.t_from_log_snr(torch.tensor([lam_hi, lam_lo], dtype=torch.float64)).tolist()
+        den = mix.denoiser(sch)
+        for weighting, scale in [("elbo_eps", t_b - t_a), ("none", 1.0)]:
+            loss = L.diffusion_loss(sch, weighting=weighting, t_min=t_a, t_max=t_b)
+            g = _gen(5)
+            vals = torch.stack([scale * loss(den, mix.sample(b_size, generator=g), generator=g)
+                                for _ in range(n_batches)]).double()
+            est[i, weighting] = (vals.mean().item(), vals.std().item() / math.sqrt(n_batches))
+    (m0, s0), (m1, s1) = est[0, "elbo_eps"], est[1, "elbo_eps"]
+    _assert_within(m0, m1, math.hypot(s0, s1), "ELBO under linear vs cosine schedule")
+    (u0, v0), (u1, v1) = est[0, "none"], est[1, "none"]
+    assert abs(u0 - u1) > Z * math.hypot(v0, v1), "the unweighted loss should depend on the schedule"
+    g = _gen(6)
+    n = n_batches * b_size
+    lam = lam_lo + (lam_hi - lam_lo) * torch.rand(n, dtype=torch.float64, generator=g)
+    x0 = mix.sample(n, generator=g).double()
+    eps = torch.randn(x0.shape, dtype=torch.float64, generator=g)
+    errs = []
+    for sch in scheds:
+        t = sch.t_from_log_snr(lam)
+        errs.append((mix.denoiser(sch)(D.q_sample(x0, t, sch, eps), t) - eps).pow(2).mean(1))
+    torch.testing.assert_close(errs[0], errs[1], rtol=1e-6, atol=1e-8)
+    vals = (lam_hi - lam_lo) / 2 * errs[0]
+    _assert_within(vals.mean(), m0, math.hypot(vals.std().item() / math.sqrt(n), s0),
+                   "ELBO: uniform-in-lambda estimate vs uniform-in-t")
+
+
+def test_elbo_is_schedule_invariant():
+    check_elbo_is_schedule_invariant()
+
+
+def check_family_marginals(method="euler_maruyama", eta=2.0, churn=0.0, n=1500, n_steps=60):
+    """Section 4.10: a member of the family, run by sample() with the exact score of the 1D mixture,
+    puts the right mass in each of the three modes (binomial standard errors)."""
+    sch, mix = S.LinearSchedule(), _mix1d()
+    times = SM.time_grid(n_steps, spacing="log_snr", schedule=sch, t_min=1e-3)
+    x1 = torch.randn(n, 1, generator=_gen(21))
+    x = SM.sample(mix.denoiser(sch), x1, sch, method=method, eta=eta, churn=churn, times=times,
+                  generator=_gen(22))
+    a, s = (c.item() for c in sch.alpha_sigma(torch.tensor([1e-3], dtype=torch.float64)))
+    sd = torch.sqrt(a**2 * mix.covs[:, 0, 0] + s**2)
+    cuts = torch.tensor([-0.45, 0.9], dtype=torch.float64)
+    cdf = (mix.weights * 0.5 * (1 + torch.erf((cuts[:, None] - a * mix.means[None, :, 0]) / sd / math.sqrt(2)))).sum(1)
+    mass = torch.diff(cdf, prepend=torch.zeros(1, dtype=torch.float64), append=torch.ones(1, dtype=torch.float64))
+    counts = torch.bucketize(x[:, 0].double(), cuts).bincount(minlength=3).double()
+    _assert_within(counts / n, mass, torch.sqrt(mass * (1 - mass) / n), f"mode masses, {method} eta={eta} churn={churn}")
+    var_exact = ((mix.weights * (a**2 * mix.covs[:, 0, 0] + s**2 + (a * mix.means[:, 0]) ** 2)).sum()
+                 - (mix.weights * a * mix.means[:, 0]).sum() ** 2).item()
+    dev2 = (x[:, 0].double() - x[:, 0].double().mean()) ** 2
+    _assert_within(dev2.mean(), var_exact, dev2.std() / math.sqrt(n), f"variance, {method} eta={eta} churn={churn}")
+
+
+@pytest.mark.parametrize("method,eta,churn", [("euler_maruyama", 0.5, 0.0), ("euler_maruyama", 2.0, 0.0),
+                                              ("ddim", 1.0, 0.0), ("ddim", 0.0, 0.05)])
+def test_family_marginals(method, eta, churn):
+    check_family_marginals(method, eta, churn)
+
+
+# -- tests of the tests above: a planted wrong formula must make each check fail -------------------
+def _em_with_wrong_family_coefficient(x_t, score, t, s, schedule, eta=1.0, generator=None):
+    # (1 + eta) / 2 in place of (1 + eta^2) / 2: right at eta = 0 and 1, wrong elsewhere
+    f, g2 = (S.expand_to(c, x_t) for c in schedule._sde(t))
+    h = S.expand_to(t - s, x_t)
+    z = torch.randn(x_t.shape, dtype=x_t.dtype, generator=generator)
+    return x_t - h * (f * x_t - (1 + eta) / 2 * g2 * score) + eta * (g2 * h).sqrt() * z
+
+
+def test_family_checks_catch_a_wrong_coefficient(monkeypatch):
+    monkeypatch.setattr(SM, "_euler_maruyama", _em_with_wrong_family_coefficient)
+    with pytest.raises(AssertionError):
+        check_sde_family_fokker_planck(2.0, 0.3)
+    with pytest.raises(AssertionError):
+        check_ddim_eta_is_the_family_eta()
+    with pytest.raises(AssertionError):
+        check_family_marginals("euler_maruyama", 2.0, 0.0)
+
+
+def test_elbo_check_catches_a_wrong_weight(monkeypatch):
+    real = L._weight
+
+    def wrong(t, schedule, weighting, prediction, gamma):  # times 2 sigma_t: no longer flat in lambda
+        w = real(t, schedule, weighting, prediction, gamma)
+        return w * 2 * schedule._alpha_sigma(t)[1] if weighting == "elbo_eps" else w
+    monkeypatch.setattr(L, "_weight", wrong)
+    with pytest.raises(AssertionError):
+        check_elbo_is_schedule_invariant()
+
+
+def test_preconditioning_check_catches_a_wrong_skip(monkeypatch):
+    real = D._preconditioning
+
+    def wrong(t, schedule, sigma_data):
+        c_skip, c_out, c_in, c_noise = real(t, schedule, sigma_data)
+        return c_skip * 1.01, c_out, c_in, c_noise
+    monkeypatch.setattr(D, "_preconditioning", wrong)
+    with pytest.raises(AssertionError):
+        check_preconditioned_target_is_minus_v(S.CosineSchedule(), 0.5)
