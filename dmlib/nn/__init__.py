@@ -1,4 +1,5 @@
-"""Networks of the book: time embeddings and an MLP denoiser for 2D data (Chapter 2).
+"""Networks of the book: time embeddings and an MLP denoiser for 2D data (Chapter 2), a U-Net
+for images and two digit classifiers (Chapters 7-9).
 
 Every network follows the denoiser protocol ``model(x_t, t, y=None) -> Tensor`` and
 declares what it predicts in ``model.prediction`` ("eps", "x0", "v", "score" or
@@ -6,6 +7,9 @@ declares what it predicts in ``model.prediction`` ("eps", "x0", "v", "score" or
 """
 
 from .embeddings import TimeEmbedding, sinusoidal_embedding
+from .classifier import DigitClassifier, NoisyDigitClassifier
 from .mlp import MLP, NoisyClassifier
+from .unet import UNet, UNetConfig
 
-__all__ = ["MLP", "NoisyClassifier", "TimeEmbedding", "sinusoidal_embedding"]
+__all__ = ["MLP", "NoisyClassifier", "TimeEmbedding", "sinusoidal_embedding", "UNet", "UNetConfig",
+           "DigitClassifier", "NoisyDigitClassifier"]
