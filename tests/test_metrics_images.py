@@ -252,3 +252,47 @@ def test_bad_inputs_have_clear_messages():
         metrics.memorisation(torch.randn(2, 4), torch.randn(5, 3), torch.randn(5, 3))
     with pytest.raises(TypeError, match="must return a float"):
         metrics.bootstrap(lambda x, y: {"v": 1.0}, a, a, draws=2)
+
+
+# -- image_report: the whole Chapter 9 report on one set of samples --------------------------------
+class PixelFeatures(torch.nn.Module):
+    """A fixed 'classifier': the first 16 pixels are the features; the class is read from
+    which of the next 10 pixels is brightest."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def features(self, x):
+        return x.flatten(1)[:, :16] + 0 * self.dummy
+
+    def forward(self, x, t=None, y=None):
+        return 50 * x.flatten(1)[:, 16:26]
+
+
+def fake_digits(n, generator, shift=0.0):
+    labels = torch.randint(0, 10, (n,), generator=generator)
+    x = 0.25 * torch.randn(n, 1, 28, 28, generator=generator) + shift
+    x.view(n, -1)[:, 16:26] = -0.5
+    x.view(n, -1)[torch.arange(n), 16 + labels] = 0.9
+    return x, labels
+
+
+def test_image_report_is_at_its_floor_for_real_data_and_far_above_for_a_shift():
+    g = torch.Generator().manual_seed(0)
+    real, _ = fake_digits(2400, g)
+    same, labels = fake_digits(800, g)
+    clf = PixelFeatures()
+    r = metrics.image_report(same, clf, real, labels=labels, floor_draws=10, generator=g)
+    assert r["fd_ratio_lo"] < 1.0 < r["fd_ratio_hi"] and 0.6 < r["fd_ratio"] < 1.5, r
+    assert r["accuracy"] == 1.0 and r["coverage"] == 1.0 and r["confidence"] > 0.99
+    assert r["n"] == 800 and r["fd_lo"] < r["fd"] < r["fd_hi"]
+    shifted, _ = fake_digits(800, g, shift=0.1)
+    far = metrics.image_report(shifted, clf, real, generator=g)
+    # the mean term alone is 16 * 0.1^2 = 0.16, far above the floor (about 2F/N * 0.25^2)
+    assert far["fd_ratio_lo"] > 5 and far["kid"] > 5 * far["kid_std"] > 0 and "accuracy" not in far
+    assert abs(far["fd"] - 0.16) < 0.05
+    with pytest.raises(ValueError, match="at least 3 N = 2400"):
+        metrics.image_report(same, clf, real[:2000])
+    with pytest.raises(TypeError, match="features"):
+        metrics.features(torch.nn.Linear(2, 2), same)

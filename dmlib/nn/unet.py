@@ -81,6 +81,11 @@ def _check_config(cfg: UNetConfig) -> None:
     if cfg.image_size % 2 ** (len(cfg.mults) - 1):
         raise ValueError(f"config.image_size = {cfg.image_size} cannot be halved "
                          f"{len(cfg.mults) - 1} times (len(mults) - 1) without remainder")
+    sizes = [cfg.image_size // 2**i for i in range(len(cfg.mults))]
+    unused = [s for s in cfg.attention if s not in sizes]
+    if unused:
+        raise ValueError(f"config.attention lists resolutions {unused} that no level has; "
+                         f"the levels are {sizes}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"config.dropout must be in [0, 1), got {cfg.dropout}")
     _check.choice(cfg.prediction, "config.prediction", PREDICTIONS)
