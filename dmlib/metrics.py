@@ -910,7 +910,8 @@ def image_report(samples: torch.Tensor, classifier, real: torch.Tensor, *, label
                  generator: torch.Generator | None = None) -> dict:
     """Everything Chapter 9 measures about N image samples, in one dict (Section 9.4).
 
-    ``real`` is a pool of at least 3N real images (e.g. the 10,000 test digits): a fixed
+    ``real`` is a pool of at least 3N real images (e.g. the 10,000 test digits), or their
+    features (M, F) from :func:`features` when several reports share one pool: a fixed
     N of them are the reference and the floor is taken over disjoint pairs of N real
     images from the pool. Returned:
 
@@ -924,13 +925,13 @@ def image_report(samples: torch.Tensor, classifier, real: torch.Tensor, *, label
     * ``n``.
     """
     _check.tensor(samples, "samples", min_dim=4)
-    _check.tensor(real, "real", min_dim=4)
+    _check.tensor(real, "real", min_dim=2)
     n = samples.shape[0]
     if real.shape[0] < 3 * n:
         raise ValueError(f"real must hold at least 3 N = {3 * n} images (a reference set and the "
                          f"floor's pairs), got {real.shape[0]}")
     f_s = features(classifier, samples)
-    f_r = features(classifier, real)
+    f_r = real.detach().float().cpu() if real.dim() == 2 else features(classifier, real)
     idx = _subset(f_r.shape[0], f_r.shape[0], generator)
     ref, pool = f_r[idx[:n]], f_r[idx[n:]]
     fd = frechet_distance(f_s, ref)

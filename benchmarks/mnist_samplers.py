@@ -1,0 +1,97 @@
+"""Samplers on one trained MNIST eps-model at equal and unequal NFE, by Frechet distance.
+
+Loads the shipped unconditional U-Net `mnist_uncond` (cosine schedule, eps-prediction) and
+draws N samples from the same x_T with each sampler: DDPM with 1000 steps (ancestral, the
+posterior variance), DDIM with 50 and 20 steps, Heun, DPM-Solver++(2M) and UniPC at <= 20
+NFE, Euler-Maruyama. Each set is scored with `metrics.image_report` (the shipped evaluation
+classifier's features; FD with a bootstrap interval, its real-vs-real floor at the same N,
+KID, precision and recall, confidence and coverage). Targets: DDIM-50 FD <= 1.10 x DDPM-1000
+FD; a second-order sampler at <= 20 NFE <= 1.2 x DDPM-1000 FD.
+On a CPU, N = 2000 (DDPM-1000 dominates: 2 million network evaluations); on a GPU use
+N >= 10000. Usage: python benchmarks/mnist_samplers.py [--n 2000] [--only ddim50 ...] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from dmlib import data, metrics, run, samplers, shipped, train
+
+try:
+    from _common import write
+except ImportError:
+    from benchmarks._common import write
+
+# name: (method, steps); NFE as samplers.nfe counts them
+CONFIGS = {
+    "ddpm1000": ("ddpm", 1000),
+    "ddim50": ("ddim", 50),
+    "ddim20": ("ddim", 20),
+    "euler_maruyama100": ("euler_maruyama", 100),
+    "heun10": ("heun", 10),
+    "dpmpp_2m20": ("dpmpp_2m", 20),
+    "dpmpp_2m10": ("dpmpp_2m", 10),
+    "unipc_2m10": ("unipc_2m", 10),
+}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--only", nargs="+", default=None, choices=sorted(CONFIGS))
+    ap.add_argument("--batch", type=int, default=500, help="samples per sampler call")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--quick", action="store_true", help="a smoke test: an untrained network, 3 steps")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = train.load_config("mnist_uncond")
+    schedule = train.build_loss(cfg).schedule
+    if args.quick:
+        model, record = train.build_model(cfg).eval(), {"step": 0}
+        n, names = 30, ["ddpm1000", "ddim50", "dpmpp_2m10"]
+    else:
+        model, record = shipped.load("mnist_uncond")
+        n, names = args.n, args.only or list(CONFIGS)
+    device = next(model.parameters()).device
+    classifier, _ = shipped.load("mnist_classifier", device=device)
+    test = data.load_mnist("test", verbose=False).images[: 300 if args.quick else None]
+    test = metrics.features(classifier, test)  # once, shared by every report
+    x_T = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    rows = {}
+    for name in names:
+        method, steps = CONFIGS[name]
+        steps = 3 if args.quick else steps
+        g = torch.Generator().manual_seed(1)
+        start = time.perf_counter()
+        x = torch.cat([samplers.sample(model, x_T[i:i + args.batch].to(device), schedule, method=method,
+                                       n_steps=steps, generator=g, progress=not args.quick).cpu()
+                       for i in range(0, n, args.batch)])
+        seconds = time.perf_counter() - start
+        report = metrics.image_report(x, classifier, test, generator=torch.Generator().manual_seed(2))
+        rows[name] = {"method": method, "steps": steps, "nfe": samplers.nfe(method, steps),
+                      "sample_seconds": round(seconds, 1), **report}
+        print(f"{name}: NFE {rows[name]['nfe']}, FD {report['fd']:.3f} "
+              f"[{report['fd_lo']:.3f}, {report['fd_hi']:.3f}], ratio {report['fd_ratio']:.2f}", flush=True)
+    ref = rows.get("ddpm1000")
+    checks = {}
+    if ref is not None:
+        if "ddim50" in rows:
+            checks["ddim50_over_ddpm1000"] = rows["ddim50"]["fd"] / ref["fd"]
+        second = [k for k in ("dpmpp_2m20", "dpmpp_2m10", "unipc_2m10", "heun10") if k in rows]
+        if second:
+            best = min(second, key=lambda k: rows[k]["fd"])
+            checks["best_second_order"] = best
+            checks["best_second_order_over_ddpm1000"] = rows[best]["fd"] / ref["fd"]
+    payload = {"model": "mnist_uncond", "model_step": record.get("step"), "n": n, "rows": rows, "checks": checks,
+               "targets": {"ddim50_over_ddpm1000": "<= 1.10", "best_second_order_over_ddpm1000": "<= 1.2"},
+               "run_mode": run.run_mode()}
+    return write("mnist_samplers" + ("_quick" if args.quick else ""), payload, args.out)
+
+
+if __name__ == "__main__":
+    main()
