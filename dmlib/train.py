@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
+import os
 import re
+import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from . import _check, checkpoint, noise
@@ -349,7 +353,7 @@ def train(
 # its size, the objective, the data, the TrainConfig, and how the weights are stored. The same
 # description builds the model and trains it in a chapter (quick budgets) and on the command
 # line (full budgets), so a shipped checkpoint and a learner's own run are the same recipe.
-CONFIG_DIR = __import__("pathlib").Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODEL_KINDS = ("unet", "digit_classifier", "noisy_classifier")
 OBJECTIVES = ("diffusion", "flow_matching", "classifier", "noisy_classifier")
 
@@ -357,9 +361,6 @@ OBJECTIVES = ("diffusion", "flow_matching", "classifier", "noisy_classifier")
 def load_config(name_or_path) -> dict:
     """A run's description: the JSON file at ``name_or_path``, or the shipped config of that
     name in ``dmlib/configs/`` (``"mnist_uncond"`` or ``"mnist_uncond.json"``). Chapter 7."""
-    import json
-    from pathlib import Path
-
     path = Path(name_or_path)
     if not path.is_file():
         stem = path.name.removesuffix(".json")
@@ -481,11 +482,6 @@ def run(cfg: dict, *, runs=None, out=None, steps: int | None = None, device: str
     metrics, and ``out/MANIFEST.json`` is rewritten. ``steps`` overrides the step budget.
     Returns the record. What ``python -m dmlib.train`` runs. Chapter 7.
     """
-    import json
-    import os
-    import time
-    from pathlib import Path
-
     from . import shipped
 
     runs = Path(runs if runs is not None else "runs") / cfg["name"]
@@ -526,9 +522,6 @@ def export(cfg: dict, *, runs=None, out=None) -> dict:
     """Save the EMA weights of a run's latest training state as its model checkpoint, without
     training: the run so far, evaluated and recorded at the step it reached (``--export``).
     Chapter 7."""
-    import json
-    from pathlib import Path
-
     from . import shipped
 
     runs = Path(runs if runs is not None else "runs") / cfg["name"]
