@@ -2,7 +2,8 @@
 
 Two signals say early whether an image model is learning what it should:
 
-* its training loss after a given number of steps lies in a band measured on reference runs
+* its training loss after a given number of steps lies in a band measured on reference
+  runs
   (the loss of a denoiser falls fast, then slowly; a loss outside the band almost always
   means a bug in the data scaling, the loss or the learning rate);
 * the frozen evaluation classifier of Chapter 9 recognises its samples: a high mean
@@ -28,8 +29,8 @@ class OffTrack(AssertionError):
 
 @dataclass
 class Verdict:
-    """The outcome of an on-track check: ``ok``, the measured ``values`` and a ``message``.
-    Chapter 7."""
+    """The outcome of an on-track check: ``ok``, the measured ``values`` and a
+    ``message``. Chapter 7."""
 
     ok: bool
     values: dict = field(default_factory=dict)
@@ -50,9 +51,12 @@ LOSS_HINTS = (
 )
 SAMPLE_HINTS = (
     "sampling with another schedule than the one the model was trained with",
-    "a sampler given the wrong prediction type (model.prediction) or times in the wrong direction",
-    "too few training steps: the samples are blobs (low confidence) or a few repeated digits (low coverage)",
-    "raw weights instead of the EMA weights, or samples not clipped to [-1, 1] before the classifier",
+    "a sampler given the wrong prediction type (model.prediction) "
+    "or times in the wrong direction",
+    "too few training steps: the samples are blobs (low confidence) "
+    "or a few repeated digits (low coverage)",
+    "raw weights instead of the EMA weights, "
+    "or samples not clipped to [-1, 1] before the classifier",
 )
 
 
@@ -68,41 +72,61 @@ def _finish(ok: bool, values: dict, text: str, hints, strict: bool) -> Verdict:
 def check_loss(history, *, step: int, band: tuple, strict: bool = False) -> Verdict:
     """Is the training loss at ``step`` inside ``band = (lo, hi)``? Chapter 7.
 
-    ``history`` is :attr:`dmlib.train.TrainResult.history`, a list of (step, mean loss); the
+    ``history`` is :attr:`dmlib.train.TrainResult.history`, a list of (step, mean
+    loss); the
     entry at or just before ``step`` is judged.
     """
     lo, hi = band
     if not history:
-        raise ValueError("history is empty: train for at least one logging interval first")
+        raise ValueError(
+            "history is empty: train for at least one logging interval first"
+        )
     entries = [(s, v) for s, v in history if s <= step] or history[:1]
     at, loss = entries[-1]
     ok = bool(lo <= loss <= hi)
-    text = f"the training loss at step {at} is {loss:.4f}; reference runs give {lo:g} to {hi:g} there."
+    text = (
+        f"the training loss at step {at} is {loss:.4f}; "
+        f"reference runs give {lo:g} to {hi:g} there."
+    )
     return _finish(ok, {"step": at, "loss": loss}, text, LOSS_HINTS, strict)
 
 
 @torch.no_grad()
 def classify(classifier, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """Class probabilities (N, 10) of ``images`` (N, 1, 28, 28) in [-1, 1] under a frozen
+    """Class probabilities (N, 10) of ``images`` (N, 1, 28, 28) in [-1, 1] under a
+    frozen
     classifier, in batches, on the classifier's device; images are clipped to [-1, 1]
     first. Chapter 7."""
     _check.tensor(images, "images", min_dim=4)
     device = next(classifier.parameters()).device
     was_training = classifier.training
     classifier.eval()
-    out = [torch.softmax(classifier(images[i:i + batch].clamp(-1, 1).to(device)).float(), 1).cpu()
-           for i in range(0, images.shape[0], batch)]
+    out = [
+        torch.softmax(
+            classifier(images[i : i + batch].clamp(-1, 1).to(device)).float(), 1
+        ).cpu()
+        for i in range(0, images.shape[0], batch)
+    ]
     classifier.train(was_training)
     return torch.cat(out)
 
 
-def check_samples(images: torch.Tensor, classifier, *, min_confidence: float, min_coverage: float = 1.0,
-                  labels=None, min_accuracy: float | None = None, strict: bool = False) -> Verdict:
+def check_samples(
+    images: torch.Tensor,
+    classifier,
+    *,
+    min_confidence: float,
+    min_coverage: float = 1.0,
+    labels=None,
+    min_accuracy: float | None = None,
+    strict: bool = False,
+) -> Verdict:
     """Does the frozen classifier recognise the samples? Chapter 7.
 
     * confidence: the mean over samples of the classifier's largest class probability;
     * coverage: the fraction of the 10 digits predicted for at least 5% of the samples
-      (half a fair share; :func:`dmlib.metrics.digit_coverage`), so 1.0 means no digit is
+      (half a fair share; :func:`dmlib.metrics.digit_coverage`), so 1.0 means no digit
+      is
       missing or rare;
     * with ``labels`` (class-conditional samples) also the accuracy, the fraction whose
       predicted digit is the one asked for.
@@ -110,16 +134,24 @@ def check_samples(images: torch.Tensor, classifier, *, min_confidence: float, mi
     from .metrics import class_agreement, digit_coverage
 
     probs = classify(classifier, images)  # (N, 10)
-    values = {"confidence": float(probs.max(1).values.double().mean()),
-              "coverage": digit_coverage(probs, from_logits=False)["coverage"]}
-    parts = [f"confidence {values['confidence']:.3f} (needs >= {min_confidence:g})",
-             f"coverage {values['coverage']:.2f} (needs >= {min_coverage:g})"]
+    values = {
+        "confidence": float(probs.max(1).values.double().mean()),
+        "coverage": digit_coverage(probs, from_logits=False)["coverage"],
+    }
+    parts = [
+        f"confidence {values['confidence']:.3f} (needs >= {min_confidence:g})",
+        f"coverage {values['coverage']:.2f} (needs >= {min_coverage:g})",
+    ]
     ok = values["confidence"] >= min_confidence and values["coverage"] >= min_coverage
     if labels is not None:
         labels = torch.as_tensor(labels).reshape(-1).cpu().long()
-        values["accuracy"] = class_agreement(probs, labels, from_logits=False)["accuracy"]
-        parts.append(f"accuracy {values['accuracy']:.3f}"
-                     + (f" (needs >= {min_accuracy:g})" if min_accuracy is not None else ""))
+        values["accuracy"] = class_agreement(probs, labels, from_logits=False)[
+            "accuracy"
+        ]
+        parts.append(
+            f"accuracy {values['accuracy']:.3f}"
+            + (f" (needs >= {min_accuracy:g})" if min_accuracy is not None else "")
+        )
         ok = ok and (min_accuracy is None or values["accuracy"] >= min_accuracy)
     text = f"on {probs.shape[0]} samples the classifier finds " + ", ".join(parts) + "."
     return _finish(ok, values, text, SAMPLE_HINTS, strict)

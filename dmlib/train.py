@@ -158,8 +158,7 @@ def _describe(obj) -> str:
 
 
 def _describe_tensor(tensor: torch.Tensor) -> str:
-    """Shape, dtype and sha256 of a data tensor (one pass over its bytes, on the host).
-    """
+    """Shape, dtype and sha256 of a data tensor (one pass over its bytes, on the host)."""
     # (N,); a copy only from another device
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)
     # the raw bytes, no copy
@@ -360,22 +359,29 @@ OBJECTIVES = ("diffusion", "flow_matching", "classifier", "noisy_classifier")
 
 def load_config(name_or_path) -> dict:
     """A run's description: the JSON file at ``name_or_path``, or the shipped config of that
-    name in ``dmlib/configs/`` (``"mnist_uncond"`` or ``"mnist_uncond.json"``). Chapter 7."""
+    name in ``dmlib/configs/`` (``"mnist_uncond"`` or ``"mnist_uncond.json"``). Chapter 7.
+    """
     path = Path(name_or_path)
     if not path.is_file():
         stem = path.name.removesuffix(".json")
         path = CONFIG_DIR / f"{stem}.json"
         if not path.is_file():
             known = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
-            raise FileNotFoundError(f"no config file {name_or_path!r} and no shipped config of that name; "
-                                    f"shipped: {', '.join(known)}")
+            raise FileNotFoundError(
+                f"no config file {name_or_path!r} and no shipped config of that name; "
+                f"shipped: {', '.join(known)}"
+            )
     try:
         cfg = json.loads(path.read_text())
     except ValueError as err:
         raise ValueError(f"config {path} is not valid JSON ({err})") from None
-    missing = [k for k in ("name", "model", "objective", "data", "train") if k not in cfg]
+    missing = [
+        k for k in ("name", "model", "objective", "data", "train") if k not in cfg
+    ]
     if missing:
-        raise ValueError(f"config {path} lacks the sections {missing} (needs name, model, objective, data, train)")
+        raise ValueError(
+            f"config {path} lacks the sections {missing} (needs name, model, objective, data, train)"
+        )
     _check.choice(cfg["model"].get("kind"), "model.kind", MODEL_KINDS)
     _check.choice(cfg["objective"].get("kind"), "objective.kind", OBJECTIVES)
     TrainConfig(**cfg["train"])  # unknown fields fail here, with their names
@@ -384,7 +390,8 @@ def load_config(name_or_path) -> dict:
 
 def build_model(cfg: dict) -> torch.nn.Module:
     """A fresh, untrained model of the config's ``model`` section, its initial weights drawn
-    with the seed of ``train.seed`` (the global generator is left as it was). Chapter 7."""
+    with the seed of ``train.seed`` (the global generator is left as it was). Chapter 7.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg["train"].get("seed", 0))
         return _build_model(cfg)
@@ -399,7 +406,9 @@ def _build_model(cfg: dict) -> torch.nn.Module:
     if kind == "digit_classifier":
         return classifier.DigitClassifier(classifier.DigitClassifierConfig(**params))
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
-    return classifier.NoisyDigitClassifier(classifier.NoisyDigitClassifierConfig(**params))
+    return classifier.NoisyDigitClassifier(
+        classifier.NoisyDigitClassifierConfig(**params)
+    )
 
 
 def build_loss(cfg: dict):
@@ -410,8 +419,10 @@ def build_loss(cfg: dict):
     obj = dict(cfg["objective"])
     kind = obj.pop("kind")
     if kind == "classifier":
+
         def cross_entropy(model, x0, y=None, generator=None):
             return torch.nn.functional.cross_entropy(model(x0), y)
+
         return cross_entropy
     if kind == "flow_matching":
         return losses.flow_matching_loss(**obj)
@@ -428,7 +439,9 @@ def load_data(cfg: dict, split: str | None = None):
     d = cfg["data"]
     if d.get("dataset", "mnist") != "mnist":
         raise ValueError(f"data.dataset must be 'mnist', got {d.get('dataset')!r}")
-    ds = mnist.load_mnist(split or d.get("split", "train"), source=d.get("source", "auto"), verbose=False)
+    ds = mnist.load_mnist(
+        split or d.get("split", "train"), source=d.get("source", "auto"), verbose=False
+    )
     labels = ds.labels if d.get("labels", False) else None
     return ds.images, labels, ds.description
 
@@ -439,7 +452,9 @@ def train_config(cfg: dict, **changes) -> TrainConfig:
 
 
 @torch.no_grad()
-def evaluate(cfg: dict, model: torch.nn.Module, *, n: int = 2000, seed: int = 0) -> dict:
+def evaluate(
+    cfg: dict, model: torch.nn.Module, *, n: int = 2000, seed: int = 0
+) -> dict:
     """Held-out numbers for a trained model's record: test accuracy of a classifier (all
     10,000 test digits), accuracy at t = 0.25, 0.5, 0.75 of a noisy classifier, or the
     loss on ``n`` validation digits (fixed times and noise) of a denoiser. Chapter 7."""
@@ -447,10 +462,19 @@ def evaluate(cfg: dict, model: torch.nn.Module, *, n: int = 2000, seed: int = 0)
     kind = cfg["objective"]["kind"]
     model.eval()
     if kind in ("classifier", "noisy_classifier"):
-        images, labels, _ = load_data({**cfg, "data": {**cfg["data"], "labels": True}}, "test")
+        images, labels, _ = load_data(
+            {**cfg, "data": {**cfg["data"], "labels": True}}, "test"
+        )
         if kind == "classifier":
-            logits = torch.cat([model(images[i:i + 1000].to(device)).cpu() for i in range(0, len(images), 1000)])
-            return {"test_accuracy": float((logits.argmax(1) == labels).double().mean())}
+            logits = torch.cat(
+                [
+                    model(images[i : i + 1000].to(device)).cpu()
+                    for i in range(0, len(images), 1000)
+                ]
+            )
+            return {
+                "test_accuracy": float((logits.argmax(1) == labels).double().mean())
+            }
         from .schedules import get_schedule
 
         schedule = get_schedule(cfg["objective"].get("schedule", "cosine"))
@@ -459,19 +483,32 @@ def evaluate(cfg: dict, model: torch.nn.Module, *, n: int = 2000, seed: int = 0)
         for t in (0.25, 0.5, 0.75):
             a, s = schedule.alpha(torch.tensor(t)), schedule.sigma(torch.tensor(t))
             x_t = a * x0 + s * noise.randn_like(x0, generator=g)
-            out[f"test_accuracy_t{t}"] = float((model(x_t, t).argmax(1).cpu() == y).double().mean())
+            out[f"test_accuracy_t{t}"] = float(
+                (model(x_t, t).argmax(1).cpu() == y).double().mean()
+            )
         return out
     images, labels, _ = load_data(cfg, "validation")
     loss = build_loss(cfg)
     g = torch.Generator().manual_seed(seed)
     x0 = images[:n].to(device)
     y = labels[:n].to(device) if labels is not None else None
-    values = [float(loss(model, x0[i:i + 500], None if y is None else y[i:i + 500], g)) for i in range(0, n, 500)]
+    values = [
+        float(loss(model, x0[i : i + 500], None if y is None else y[i : i + 500], g))
+        for i in range(0, n, 500)
+    ]
     return {"validation_loss": sum(values) / len(values)}
 
 
-def run(cfg: dict, *, runs=None, out=None, steps: int | None = None, device: str | None = None,
-        fresh: bool = False, progress: bool = True) -> dict:
+def run(
+    cfg: dict,
+    *,
+    runs=None,
+    out=None,
+    steps: int | None = None,
+    device: str | None = None,
+    fresh: bool = False,
+    progress: bool = True,
+) -> dict:
     """Train the run ``cfg`` describes, resumably, and save its model checkpoint.
 
     The training state is saved under ``runs/NAME/`` every ``train.checkpoint_every`` steps,
@@ -486,7 +523,11 @@ def run(cfg: dict, *, runs=None, out=None, steps: int | None = None, device: str
 
     runs = Path(runs if runs is not None else "runs") / cfg["name"]
     out = Path(out) if out is not None else shipped.shipped_dir()
-    changes = {"checkpoint": str(runs / "state"), "resume": not fresh, "progress": progress}
+    changes = {
+        "checkpoint": str(runs / "state"),
+        "resume": not fresh,
+        "progress": progress,
+    }
     if steps is not None:
         changes["steps"] = steps
     if device is not None:
@@ -500,7 +541,11 @@ def run(cfg: dict, *, runs=None, out=None, steps: int | None = None, device: str
     model = build_model(cfg)
     runs.mkdir(parents=True, exist_ok=True)
     clock = runs / "time.json"  # training seconds of every session of this run, summed
-    spent = json.loads(clock.read_text())["seconds"] if clock.is_file() and not fresh else 0.0
+    spent = (
+        json.loads(clock.read_text())["seconds"]
+        if clock.is_file() and not fresh
+        else 0.0
+    )
     start = time.perf_counter()
     result = train(model, build_loss(cfg), images, tcfg, labels=labels)
     spent += time.perf_counter() - start
@@ -509,11 +554,24 @@ def run(cfg: dict, *, runs=None, out=None, steps: int | None = None, device: str
     os.replace(tmp, clock)
     best = result.best
     metrics = evaluate(cfg, best)
-    metrics.update(train_seconds=round(spent, 1), final_loss=result.history[-1][1] if result.history else None,
-                   parameters=sum(p.numel() for p in best.parameters()))
-    dtype = {"float16": torch.float16, "float32": None, None: None}[cfg.get("store_dtype")]
-    record = checkpoint.save_model(out / cfg["name"], best, config={**cfg, "train": asdict(tcfg)},
-                                   data_source=source, seed=tcfg.seed, step=tcfg.steps, metrics=metrics, dtype=dtype)
+    metrics.update(
+        train_seconds=round(spent, 1),
+        final_loss=result.history[-1][1] if result.history else None,
+        parameters=sum(p.numel() for p in best.parameters()),
+    )
+    dtype = {"float16": torch.float16, "float32": None, None: None}[
+        cfg.get("store_dtype")
+    ]
+    record = checkpoint.save_model(
+        out / cfg["name"],
+        best,
+        config={**cfg, "train": asdict(tcfg)},
+        data_source=source,
+        seed=tcfg.seed,
+        step=tcfg.steps,
+        metrics=metrics,
+        dtype=dtype,
+    )
     shipped.write_manifest(out)
     return record
 
@@ -534,13 +592,24 @@ def export(cfg: dict, *, runs=None, out=None) -> dict:
     metrics = evaluate(cfg, model)
     clock = runs / "time.json"
     seconds = json.loads(clock.read_text())["seconds"] if clock.is_file() else None
-    metrics.update(train_seconds=None if seconds is None else round(seconds, 1),
-                   parameters=sum(p.numel() for p in model.parameters()))
-    dtype = {"float16": torch.float16, "float32": None, None: None}[cfg.get("store_dtype")]
+    metrics.update(
+        train_seconds=None if seconds is None else round(seconds, 1),
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
+    dtype = {"float16": torch.float16, "float32": None, None: None}[
+        cfg.get("store_dtype")
+    ]
     tcfg = saved.get("config") or cfg["train"]
-    record = checkpoint.save_model(out / cfg["name"], model, config={**cfg, "train": tcfg},
-                                   data_source=load_data(cfg)[2], seed=tcfg.get("seed"), step=saved.get("step"),
-                                   metrics=metrics, dtype=dtype)
+    record = checkpoint.save_model(
+        out / cfg["name"],
+        model,
+        config={**cfg, "train": tcfg},
+        data_source=load_data(cfg)[2],
+        seed=tcfg.get("seed"),
+        step=saved.get("step"),
+        metrics=metrics,
+        dtype=dtype,
+    )
     shipped.write_manifest(out)
     return record
 
@@ -550,28 +619,60 @@ def main(argv=None) -> int:
     [--fresh] [--threads K]``. Chapter 7."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m dmlib.train", description=(
-        "Train a model described by a JSON config (a path, or a name in dmlib/configs), resumably; "
-        "save its EMA weights as a checkpoint with its record and manifest entry."))
+    parser = argparse.ArgumentParser(
+        prog="python -m dmlib.train",
+        description=(
+            "Train a model described by a JSON config (a path, or a name in dmlib/configs), resumably; "
+            "save its EMA weights as a checkpoint with its record and manifest entry."
+        ),
+    )
     parser.add_argument("config")
-    parser.add_argument("--steps", type=int, default=None, help="override the step budget")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best one here)")
-    parser.add_argument("--runs", default="runs", help="folder of resumable training states (default: runs)")
-    parser.add_argument("--out", default=None, help="where the checkpoint goes (default: checkpoints/)")
-    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="override the step budget"
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:N or mps (default: the best one here)",
+    )
+    parser.add_argument(
+        "--runs",
+        default="runs",
+        help="folder of resumable training states (default: runs)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="where the checkpoint goes (default: checkpoints/)"
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="start over instead of resuming"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--export", action="store_true",
-                        help="do not train: save the EMA weights of the latest training state as the checkpoint")
+    parser.add_argument(
+        "--export",
+        action="store_true",
+        help="do not train: save the EMA weights of the latest training state as the checkpoint",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     if args.export:
         record = export(cfg, runs=args.runs, out=args.out)
-        print(f"[dmlib.train] exported {cfg['name']} at step {record['step']}; metrics {record['metrics']}")
+        print(
+            f"[dmlib.train] exported {cfg['name']} at step {record['step']}; metrics {record['metrics']}"
+        )
         return 0
-    record = run(cfg, runs=args.runs, out=args.out, steps=args.steps, device=args.device, fresh=args.fresh)
-    print(f"[dmlib.train] {cfg['name']}: step {record['step']} on {record['device']}; metrics {record['metrics']}")
+    record = run(
+        cfg,
+        runs=args.runs,
+        out=args.out,
+        steps=args.steps,
+        device=args.device,
+        fresh=args.fresh,
+    )
+    print(
+        f"[dmlib.train] {cfg['name']}: step {record['step']} on {record['device']}; metrics {record['metrics']}"
+    )
     return 0
 
 
@@ -580,22 +681,27 @@ if __name__ == "__main__":
 
 
 def trained(name, *, quick_steps: int = 60, quick_batch: int = 32, device=None):
-    """The trained model of the run ``name`` (a shipped config or a path), as a chapter needs it.
+    """The trained model of the run ``name`` (a shipped config or a path), as a chapter
+    needs it.
 
-    Through :func:`dmlib.shipped.load_or_train`: in full mode on a CPU or MPS the shipped
-    checkpoint is loaded; on a CUDA GPU the run is trained from scratch at its full budget
-    (cached after the first time); in quick mode a model of the same architecture is trained
-    for ``quick_steps`` steps of ``quick_batch`` images (a smoke test, not a model).
-    Returns ``(model, record)``, the model in eval mode. Chapter 7.
+    Through :func:`dmlib.shipped.load_or_train`: in full mode on a CPU or MPS the
+    shipped checkpoint is loaded; on a CUDA GPU the run is trained from scratch at its
+    full budget (cached after the first time); in quick mode a model of the same
+    architecture is trained for ``quick_steps`` steps of ``quick_batch`` images (a smoke
+    test, not a model). Returns ``(model, record)``, the model in eval mode. Chapter 7.
     """
     from .run import budget
     from .shipped import load_or_train
 
     cfg = load_config(name)
-    tcfg = train_config(cfg, steps=budget(full=cfg["train"]["steps"], quick=quick_steps),
-                        batch_size=budget(full=cfg["train"]["batch_size"], quick=quick_batch),
-                        warmup=budget(full=cfg["train"]["warmup"], quick=min(10, quick_steps)),
-                        checkpoint_every=0, device=None if device is None else str(device))
+    tcfg = train_config(
+        cfg,
+        steps=budget(full=cfg["train"]["steps"], quick=quick_steps),
+        batch_size=budget(full=cfg["train"]["batch_size"], quick=quick_batch),
+        warmup=budget(full=cfg["train"]["warmup"], quick=min(10, quick_steps)),
+        checkpoint_every=0,
+        device=None if device is None else str(device),
+    )
     recipe = {**cfg, "train": asdict(tcfg)}
 
     def fit(model):
@@ -606,5 +712,11 @@ def trained(name, *, quick_steps: int = 60, quick_batch: int = 32, device=None):
         return result.best, evaluate(cfg, result.best, n=budget(full=2000, quick=200))
 
     source = load_data(cfg)[2]
-    return load_or_train(cfg["name"], lambda: build_model(cfg), fit, config=recipe, data_source=source,
-                         device=device)
+    return load_or_train(
+        cfg["name"],
+        lambda: build_model(cfg),
+        fit,
+        config=recipe,
+        data_source=source,
+        device=device,
+    )

@@ -1,7 +1,8 @@
-"""Classifiers of MNIST digits: a clean one that evaluates samples, a noisy one that guides them.
+"""Classifiers of MNIST digits: a clean one that evaluates samples, a noisy one that
+guides them.
 
-:class:`DigitClassifier` reads clean digits; its penultimate layer is the feature space in
-which Chapter 9 measures Frechet distance, KID, precision and recall, and its predicted
+:class:`DigitClassifier` reads clean digits; its penultimate layer is the feature space
+in which Chapter 9 measures Frechet distance, KID, precision and recall, and its predicted
 class and confidence say whether a class-conditional sample shows the digit it was asked
 for. :class:`NoisyDigitClassifier` reads noised digits x_t together with the time t (the
 encoder half of a :class:`~dmlib.nn.unet.UNet`), so that its gradient
@@ -56,15 +57,25 @@ class DigitClassifier(nn.Module):
 
         def block(c_in, c_out):  # (B, c_in, H, W) -> (B, c_out, H/2, W/2)
             return nn.Sequential(
-                nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
-                nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
+                nn.Conv2d(c_in, c_out, 3, padding=1),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+                nn.Conv2d(c_out, c_out, 3, padding=1),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
                 nn.MaxPool2d(2),
             )
 
         self.body = nn.Sequential(block(1, c), block(c, 2 * c))  # (B, 2c, 7, 7)
-        self.embed = nn.Sequential(nn.Flatten(), nn.Dropout(cfg.dropout),
-                                   nn.Linear(2 * c * 49, cfg.features), nn.ReLU())
-        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.features, cfg.n_classes))
+        self.embed = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(2 * c * 49, cfg.features),
+            nn.ReLU(),
+        )
+        self.head = nn.Sequential(
+            nn.Dropout(cfg.dropout), nn.Linear(cfg.features, cfg.n_classes)
+        )
 
     def _check_x(self, x):
         _check.tensor(x, "x", min_dim=4)
@@ -72,13 +83,14 @@ class DigitClassifier(nn.Module):
             raise ValueError(f"x must have shape (B, 1, 28, 28), got {tuple(x.shape)}")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The penultimate layer's activations, shape (B, features): the feature space of
-        the Chapter 9 metrics."""
+        """The penultimate layer's activations, shape (B, features): the feature space
+        of the Chapter 9 metrics."""
         self._check_x(x)
         return self.embed(self.body(x))
 
     def forward(self, x: torch.Tensor, t=None, y=None) -> torch.Tensor:
-        # t and y are accepted (and ignored) so the one training loop can call every model alike
+        # t and y are accepted (and ignored): the one training loop calls every model
+        # alike
         return self.head(self.features(x))  # (B, n_classes)
 
 
@@ -94,7 +106,9 @@ class NoisyDigitClassifierConfig:
 
     def to_dict(self) -> dict:
         """The config as JSON-ready values."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+        }
 
 
 class NoisyDigitClassifier(nn.Module):
@@ -121,7 +135,9 @@ class NoisyDigitClassifier(nn.Module):
         for i, w in enumerate(widths):
             self.blocks.append(ResBlock(c, w, emb, cfg.groups, 0.0))
             last = i == len(widths) - 1
-            self.downs.append(nn.Identity() if last else nn.Conv2d(w, w, 3, stride=2, padding=1))
+            self.downs.append(
+                nn.Identity() if last else nn.Conv2d(w, w, 3, stride=2, padding=1)
+            )
             c = w
         self.attn = SelfAttention(c, cfg.heads, cfg.groups)
         self.norm = nn.GroupNorm(cfg.groups, c)
@@ -130,7 +146,9 @@ class NoisyDigitClassifier(nn.Module):
     def forward(self, x_t: torch.Tensor, t, y=None) -> torch.Tensor:
         _check.tensor(x_t, "x_t", min_dim=4)
         if x_t.dim() != 4 or tuple(x_t.shape[1:]) != (1, 28, 28):
-            raise ValueError(f"x_t must have shape (B, 1, 28, 28), got {tuple(x_t.shape)}")
+            raise ValueError(
+                f"x_t must have shape (B, 1, 28, 28), got {tuple(x_t.shape)}"
+            )
         t = _check.time_like(t, x_t)
         emb = self.embed(t).to(x_t.dtype)  # (B, 4 * channels)
         h = self.conv_in(x_t)  # (B, channels, 28, 28)

@@ -9,8 +9,8 @@ The network of Ho et al. (2020), after Ronneberger et al. (2015), in a size for 
 
 Every ResBlock receives the embedding of the time t (and of the class y) and uses it to
 scale and shift its normalised features (FiLM; Perez et al., 2018); self-attention runs
-only where the feature map is small (7 x 7 on MNIST: 49 positions), because its cost grows
-with the square of the number of positions. The last convolution starts at zero, so the
+only where the feature map is small (7 x 7 on MNIST: 49 positions), because its cost
+grows with the square of the number of positions. The last convolution starts at zero, so the
 untrained network outputs 0 (a calm first step, as the MLP of Chapter 2).
 
 Shapes are written as (B, C, H, W) with B the batch, C channels, H x W the resolution.
@@ -54,7 +54,9 @@ class UNetConfig:
 
     def to_dict(self) -> dict:
         """The config as JSON-ready values (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
@@ -62,30 +64,49 @@ class UNetConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown UNetConfig fields {unknown}; known: {sorted(known)}")
+            raise ValueError(
+                f"unknown UNetConfig fields {unknown}; known: {sorted(known)}"
+            )
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def _check_config(cfg: UNetConfig) -> None:
     if not isinstance(cfg, UNetConfig):
         raise TypeError(f"config must be a UNetConfig, got {type(cfg).__name__}")
-    for name in ("channels", "blocks", "heads", "groups", "image_channels", "image_size"):
+    for name in (
+        "channels",
+        "blocks",
+        "heads",
+        "groups",
+        "image_channels",
+        "image_size",
+    ):
         _check.positive_int(getattr(cfg, name), f"config.{name}")
     if not cfg.mults or not all(isinstance(m, int) and m > 0 for m in cfg.mults):
-        raise ValueError(f"config.mults must be a non-empty tuple of positive ints, got {cfg.mults!r}")
+        raise ValueError(
+            "config.mults must be a non-empty tuple of positive ints, "
+            f"got {cfg.mults!r}"
+        )
     widths = [cfg.channels * m for m in cfg.mults]
     bad = [w for w in widths if w % cfg.groups or w % cfg.heads]
     if bad:
-        raise ValueError(f"every width channels * mults = {widths} must be a multiple of "
-                         f"config.groups = {cfg.groups} and config.heads = {cfg.heads}; {bad} are not")
+        raise ValueError(
+            f"every width channels * mults = {widths} must be a multiple of "
+            f"config.groups = {cfg.groups} and config.heads = {cfg.heads}; "
+            f"{bad} are not"
+        )
     if cfg.image_size % 2 ** (len(cfg.mults) - 1):
-        raise ValueError(f"config.image_size = {cfg.image_size} cannot be halved "
-                         f"{len(cfg.mults) - 1} times (len(mults) - 1) without remainder")
+        raise ValueError(
+            f"config.image_size = {cfg.image_size} cannot be halved "
+            f"{len(cfg.mults) - 1} times (len(mults) - 1) without remainder"
+        )
     sizes = [cfg.image_size // 2**i for i in range(len(cfg.mults))]
     unused = [s for s in cfg.attention if s not in sizes]
     if unused:
-        raise ValueError(f"config.attention lists resolutions {unused} that no level has; "
-                         f"the levels are {sizes}")
+        raise ValueError(
+            f"config.attention lists resolutions {unused} that no level has; "
+            f"the levels are {sizes}"
+        )
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"config.dropout must be in [0, 1), got {cfg.dropout}")
     _check.choice(cfg.prediction, "config.prediction", PREDICTIONS)
@@ -95,7 +116,9 @@ class ResBlock(nn.Module):
     """Two 3x3 convolutions with GroupNorm and SiLU, FiLM-conditioned on the embedding,
     plus a skip path: (B, c_in, H, W), (B, E) -> (B, c_out, H, W). Section 7.2."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float):
+    def __init__(
+        self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float
+    ):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
@@ -109,7 +132,9 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))  # (B, c_out, H, W)
-        scale, shift = self.film(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # (B, c_out, 1, 1) each
+        scale, shift = self.film(F.silu(emb))[:, :, None, None].chunk(
+            2, dim=1
+        )  # (B, c_out, 1, 1) each
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.dropout(F.silu(h)))  # (B, c_out, H, W)
         return self.skip(x) + h
@@ -132,20 +157,28 @@ class SelfAttention(nn.Module):
         b, c, h, w = x.shape
         qkv = self.qkv(self.norm(x))  # (B, 3C, H, W)
         # (B, 3C, H, W) -> 3 x (B, heads, H*W, C / heads)
-        q, k, v = qkv.reshape(b, 3, self.heads, c // self.heads, h * w).permute(1, 0, 2, 4, 3)
+        q, k, v = qkv.reshape(b, 3, self.heads, c // self.heads, h * w).permute(
+            1, 0, 2, 4, 3
+        )
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, H*W, C / heads)
         out = out.permute(0, 1, 3, 2).reshape(b, c, h, w)  # (B, C, H, W)
         return x + self.proj(out)
 
 
 class Level(nn.Module):
-    """The ResBlocks (each optionally followed by attention) of one resolution. Section 7.2."""
+    """The ResBlocks (each optionally followed by attention) of one resolution.
+    Section 7.2."""
 
-    def __init__(self, widths_in: list, c_out: int, emb_dim: int, cfg: UNetConfig, attend: bool):
+    def __init__(
+        self, widths_in: list, c_out: int, emb_dim: int, cfg: UNetConfig, attend: bool
+    ):
         super().__init__()
-        self.res = nn.ModuleList(ResBlock(c, c_out, emb_dim, cfg.groups, cfg.dropout) for c in widths_in)
+        self.res = nn.ModuleList(
+            ResBlock(c, c_out, emb_dim, cfg.groups, cfg.dropout) for c in widths_in
+        )
         self.attn = nn.ModuleList(
-            SelfAttention(c_out, cfg.heads, cfg.groups) if attend else nn.Identity() for _ in widths_in
+            SelfAttention(c_out, cfg.heads, cfg.groups) if attend else nn.Identity()
+            for _ in widths_in
         )
 
 
@@ -153,8 +186,9 @@ class UNet(nn.Module):
     """A U-Net denoiser ``model(x_t, t, y=None) -> (B, C, H, W)`` configured by
     :class:`UNetConfig` (Section 7.2).
 
-    It follows the denoiser protocol of every network in the book: ``t`` has shape (B,) or
-    is a number, ``y`` holds class labels (B,) for a class-conditional network (the label
+    It follows the denoiser protocol of every network in the book: ``t`` has shape
+    (B,) or is a number, ``y`` holds class labels (B,) for a class-conditional network
+    (the label
     ``n_classes`` or ``y=None`` is the null class of classifier-free guidance), and
     ``model.prediction`` says what the output means.
     """
@@ -175,7 +209,10 @@ class UNet(nn.Module):
         sizes = [cfg.image_size // 2**i for i in range(len(widths))]  # e.g. 28, 14, 7
 
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
-        skips, c = [], cfg.channels  # the width of each skip, in the order they are made
+        skips, c = (
+            [],
+            cfg.channels,
+        )  # the width of each skip, in the order they are made
         for i, (width, size) in enumerate(zip(widths, sizes)):
             ins = [c] + [width] * (cfg.blocks - 1)
             self.down.append(Level(ins, width, emb, cfg, size in cfg.attention))
@@ -183,7 +220,9 @@ class UNet(nn.Module):
             c = width
             last = i == len(widths) - 1
             # stride-2 convolution: (B, c, H, W) -> (B, c, H/2, W/2)
-            self.downsample.append(nn.Identity() if last else nn.Conv2d(c, c, 3, stride=2, padding=1))
+            self.downsample.append(
+                nn.Identity() if last else nn.Conv2d(c, c, 3, stride=2, padding=1)
+            )
 
         self.mid1 = ResBlock(c, c, emb, cfg.groups, cfg.dropout)
         self.mid_attn = SelfAttention(c, cfg.heads, cfg.groups)
@@ -197,9 +236,16 @@ class UNet(nn.Module):
                 ins.append(c + skips.pop())
                 c = width
             self.up.append(Level(ins, width, emb, cfg, size in cfg.attention))
-            # nearest-neighbour x2 then a 3x3 convolution: (B, c, H, W) -> (B, c, 2H, 2W)
-            self.upsample.append(nn.Identity() if i == 0 else nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c, 3, padding=1)))
+            # nearest-neighbour x2, then a 3x3 convolution:
+            # (B, c, H, W) -> (B, c, 2H, 2W)
+            self.upsample.append(
+                nn.Identity()
+                if i == 0
+                else nn.Sequential(
+                    nn.Upsample(scale_factor=2, mode="nearest"),
+                    nn.Conv2d(c, c, 3, padding=1),
+                )
+            )
 
         self.norm_out = nn.GroupNorm(cfg.groups, c)
         self.conv_out = nn.Conv2d(c, cfg.image_channels, 3, padding=1)
@@ -211,7 +257,10 @@ class UNet(nn.Module):
         _check.tensor(x_t, "x_t", min_dim=4)
         shape = (cfg.image_channels, cfg.image_size, cfg.image_size)
         if x_t.dim() != 4 or tuple(x_t.shape[1:]) != shape:
-            raise ValueError(f"x_t must have shape (B, {', '.join(map(str, shape))}), got {tuple(x_t.shape)}")
+            raise ValueError(
+                f"x_t must have shape (B, {', '.join(map(str, shape))}), "
+                f"got {tuple(x_t.shape)}"
+            )
         t = _check.time_like(t, x_t)  # shapes only: no value is read back to the host
         emb = self.embed(t, y).to(x_t.dtype)  # (B, 4 * channels)
         h = self.conv_in(x_t)  # (B, channels, 28, 28)
@@ -224,7 +273,9 @@ class UNet(nn.Module):
         h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)  # (B, width_last, 7, 7)
         for level, up in zip(self.up, self.upsample):
             for res, attn in zip(level.res, level.attn):
-                h = attn(res(torch.cat([h, skips.pop()], dim=1), emb))  # (B, width_i, size_i, size_i)
+                h = attn(
+                    res(torch.cat([h, skips.pop()], dim=1), emb)
+                )  # (B, width_i, size_i, size_i)
             h = up(h)  # doubles the resolution, except after the first level
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, image_channels, 28, 28)
 
