@@ -499,6 +499,36 @@ def evaluate(
     return {"validation_loss": sum(values) / len(values)}
 
 
+# The training time of a run, over all the sessions that trained it, in runs/NAME/time.json:
+# {"seconds": time of the finished sessions, "session_start": when the current one began}.
+# A session killed before it finished counts up to its last save of the training state.
+def _clock_write(runs: Path, seconds: float, session_start: float | None) -> None:
+    tmp = runs / "time.json.tmp"
+    tmp.write_text(json.dumps({"seconds": seconds, "session_start": session_start}))
+    os.replace(tmp, runs / "time.json")
+
+
+def _clock_so_far(runs: Path) -> float | None:
+    """Seconds trained up to the last save of the training state, or None (no clock)."""
+    clock = runs / "time.json"
+    if not clock.is_file():
+        return None
+    saved = json.loads(clock.read_text())
+    seconds, started = saved.get("seconds") or 0.0, saved.get("session_start")
+    record = checkpoint.files(runs / "state")[1]
+    if started is not None and record.is_file():
+        seconds += max(0.0, record.stat().st_mtime - started)
+    return seconds
+
+
+def _clock_start(runs: Path, fresh: bool) -> float:
+    """Start a session's clock; returns the seconds of the sessions before it."""
+    runs.mkdir(parents=True, exist_ok=True)
+    before = 0.0 if fresh else (_clock_so_far(runs) or 0.0)
+    _clock_write(runs, before, time.time())
+    return before
+
+
 def run(
     cfg: dict,
     *,
@@ -540,18 +570,11 @@ def run(
         labels = labels.to(dev) if labels is not None else None
     model = build_model(cfg)
     runs.mkdir(parents=True, exist_ok=True)
-    clock = runs / "time.json"  # training seconds of every session of this run, summed
-    spent = (
-        json.loads(clock.read_text())["seconds"]
-        if clock.is_file() and not fresh
-        else 0.0
-    )
+    spent = _clock_start(runs, fresh)
     start = time.perf_counter()
     result = train(model, build_loss(cfg), images, tcfg, labels=labels)
     spent += time.perf_counter() - start
-    tmp = clock.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"seconds": spent}))
-    os.replace(tmp, clock)
+    _clock_write(runs, spent, None)
     best = result.best
     metrics = evaluate(cfg, best)
     metrics.update(
@@ -590,8 +613,7 @@ def export(cfg: dict, *, runs=None, out=None) -> dict:
     prefix = "ema." if cfg["train"].get("ema_decay", 0.999) is not None else "model."
     checkpoint.load_model(state, model, prefix=prefix)
     metrics = evaluate(cfg, model)
-    clock = runs / "time.json"
-    seconds = json.loads(clock.read_text())["seconds"] if clock.is_file() else None
+    seconds = _clock_so_far(runs)
     metrics.update(
         train_seconds=None if seconds is None else round(seconds, 1),
         parameters=sum(p.numel() for p in model.parameters()),

@@ -283,3 +283,21 @@ def test_check_samples_confidence_coverage_accuracy():
     assert v.values["coverage"] == pytest.approx(0.3) and not v.ok and "few repeated digits" in v.message
     wrong = ontrack.check_samples(images, sharp, min_confidence=0.9, labels=(labels + 1) % 10, min_accuracy=0.5)
     assert wrong.values["accuracy"] == 0.0 and not wrong.ok
+
+
+def test_training_time_counts_a_killed_session_up_to_its_last_save(tmp_path):
+    import os
+
+    runs = tmp_path / "runs" / "x"
+    assert train._clock_so_far(runs) is None  # no clock yet
+    assert train._clock_start(runs, fresh=False) == 0.0  # session 1 begins
+    started = json.loads((runs / "time.json").read_text())["session_start"]
+    record = checkpoint.files(runs / "state")[1]
+    record.write_text("{}")
+    os.utime(record, (started + 5.0, started + 5.0))  # its last save, 5 s in; then it dies
+    assert train._clock_so_far(runs) == pytest.approx(5.0)
+    assert train._clock_start(runs, fresh=False) == pytest.approx(5.0)  # session 2 carries on
+    os.utime(record, (time_now := started + 100.0, time_now))
+    later = json.loads((runs / "time.json").read_text())["session_start"]
+    assert train._clock_so_far(runs) == pytest.approx(5.0 + max(0.0, time_now - later))
+    assert train._clock_start(runs, fresh=True) == 0.0  # --fresh forgets it
