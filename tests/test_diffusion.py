@@ -383,3 +383,32 @@ def test_preconditioning_dtype_and_bad_input():
         D.preconditioning(1.5, S.CosineSchedule())
     with pytest.raises(TypeError, match="schedule must be a dmlib"):
         D.preconditioning(0.5, "cosine")
+
+
+def test_clip_x0_clamps_the_data_prediction_and_keeps_it_inside():
+    from dmlib import diffusion as d
+    from dmlib.schedules import CosineSchedule
+
+    sched = CosineSchedule()
+    g = torch.Generator().manual_seed(0)
+
+    class Eps(torch.nn.Module):
+        prediction = "eps"
+
+        def forward(self, x_t, t, y=None):
+            return 0.5 * x_t  # a crude eps guess: x0_hat overshoots at large t
+
+    x_t = torch.randn(8, 1, 4, 4, generator=g)
+    t = torch.full((8,), 0.95)
+    raw = d.convert(Eps()(x_t, t), x_t, t, sched, src="eps", dst="x0")
+    clipped = d.ClipX0(Eps(), sched)(x_t, t)
+    assert raw.abs().max() > 1.5  # the overshoot is real
+    torch.testing.assert_close(clipped, raw.clamp(-1, 1))
+    assert d.ClipX0(Eps(), sched).prediction == "x0"
+    # where x0_hat is already inside the bound, nothing changes
+    small_t = torch.full((8,), 0.05)
+    inside = d.convert(Eps()(0.1 * x_t, small_t), 0.1 * x_t, small_t, sched, src="eps", dst="x0")
+    assert inside.abs().max() < 1
+    torch.testing.assert_close(d.ClipX0(Eps(), sched)(0.1 * x_t, small_t), inside)
+    with pytest.raises(ValueError, match="bound must be a positive number"):
+        d.ClipX0(Eps(), sched, bound=0)
