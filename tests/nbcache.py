@@ -13,7 +13,7 @@ mode) is executed by the build itself, as jupyter-cache always does, so ``script
 on its own.
 
 One cache per run mode and per version of dmlib's source:
-``_build/.jupyter_cache/<mode>-<hash of dmlib/**/*.py>``. A quick-mode run never feeds a full
+``_build/.jupyter_cache/<mode>-<hash of dmlib/**/*.py, *.json and checkpoints/MANIFEST.json>``. A quick-mode run never feeds a full
 build (or the reverse), and outputs made by older library code are never reused (jupyter-cache
 hashes only the notebook, not the code it imports).
 
@@ -50,10 +50,14 @@ UNRECORDED_MESSAGES = ("clear_output", "update_display_data", "comm_open")  # co
 
 
 def source_fingerprint() -> str:
-    """A short hash of dmlib's Python source: chapters import it, so their outputs depend on it."""
+    """A short hash of dmlib's Python source and run descriptions, and of the shipped
+    checkpoints' manifest: chapters import the one and load the other, so their outputs
+    depend on both."""
     h = hashlib.sha256()
-    for path in sorted((ROOT / "dmlib").rglob("*.py")):
-        if "__pycache__" in path.parts:
+    paths = [p for p in (ROOT / "dmlib").rglob("*") if p.suffix in (".py", ".json")]
+    paths += [ROOT / "checkpoints" / "MANIFEST.json"]
+    for path in sorted(paths):
+        if "__pycache__" in path.parts or not path.is_file():
             continue
         h.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:12]
