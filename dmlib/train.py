@@ -490,6 +490,7 @@ def evaluate(
     images, labels, _ = load_data(cfg, "validation")
     loss = build_loss(cfg)
     g = torch.Generator().manual_seed(seed)
+    n = min(n, images.shape[0])  # the 5,000-digit subset has 500 validation digits
     x0 = images[:n].to(device)
     y = labels[:n].to(device) if labels is not None else None
     values = [
