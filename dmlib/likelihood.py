@@ -62,7 +62,7 @@ def ode_log_likelihood(
     passes). Returns the log-density of each point, shape (B,), for the model's
     distribution at time ``t_min``. With ``hutchinson=True`` the divergence is
     replaced by Hutchinson's unbiased estimate with ``n_probes`` Rademacher probes
-    drawn from ``generator`` (Section 9.5; see :func:`ode_bits_per_dim`).
+    drawn from ``generator`` (Section 9.6; see :func:`ode_bits_per_dim`).
     """
     _check.tensor(x, "x", min_dim=2)
     if x.dim() != 2:
@@ -182,7 +182,7 @@ def ode_bits_per_dim(
     y=None,
 ) -> torch.Tensor:
     """Bits per dimension of 8-bit images under the probability-flow ODE (Song et al.,
-    2021; Section 9.5).
+    2021; Section 9.6).
 
     ``x0`` (B, ...) holds pixels x = u / 127.5 - 1 with u in {0, ..., 255}; D is the
     number of values per image. The ODE gives a density p on R^D (the model's law at
@@ -329,7 +329,7 @@ def vlb_bits_per_dim(
     y=None,
 ) -> dict:
     """Bits per dimension of 8-bit images from DDPM's variational bound (Ho et al.,
-    2020; Section 9.5).
+    2020; Section 9.6).
 
     ``x0`` (B, ...) holds pixels x = u / 127.5 - 1, u in {0, ..., 255}, D values per
     image. For the T-step chain on the grid t_k = k / T of the VP ``schedule``, with

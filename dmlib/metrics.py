@@ -568,7 +568,7 @@ def kid(
     generator: torch.Generator | None = None,
 ) -> dict:
     """Kernel inception distance: the unbiased squared MMD with the cubic polynomial
-    kernel (Binkowski et al., 2018; Section 9.2).
+    kernel (Binkowski et al., 2018; Section 9.3).
 
         G(x, x') = (x . x' / F + 1)^3,
         MMD^2    = E G(x^(i), x^(i')) + E G(x'^(j), x'^(j')) - 2 E G(x^(i), x'^(j)),
@@ -741,7 +741,7 @@ def class_agreement(
     logits: torch.Tensor, labels: torch.Tensor, *, from_logits: bool = True
 ) -> dict:
     """How well a classifier recognises the requested class in class-conditional
-    samples (Section 9.3).
+    samples (Section 9.4).
 
     ``logits`` (N, K) are the classifier's outputs on N samples (probabilities with
     ``from_logits=False``), ``labels`` (N,) the classes the samples were asked for.
@@ -780,7 +780,7 @@ def digit_coverage(
     logits: torch.Tensor, *, from_logits: bool = True, min_share: float | None = None
 ) -> dict:
     """Which classes unconditional samples fall into, by a classifier's argmax
-    (Section 9.3).
+    (Section 9.4).
 
     With counts n_k of samples assigned to class k among N and shares q_k = n_k / N,
 
@@ -832,7 +832,7 @@ def memorisation(
     chunk: int = 256,
 ) -> dict:
     """Does a model copy its training images? Nearest-neighbour distances in pixel
-    space to the training set and to held-out images (Section 9.4).
+    space to the training set and to held-out images (Section 9.5).
 
     For each sample x^(i), d_train(i) is its Euclidean distance to the nearest image
     of ``train`` and d_test(i) to the nearest of ``test``, two sets of the same size
@@ -886,38 +886,53 @@ def memorisation(
     }
 
 
-# -- one report for a set of image samples ------------------------------------------------
+
+
+# -- one report for a set of image samples -------------------------------------------
 @torch.no_grad()
 def features(classifier, images: torch.Tensor, *, batch: int = 500) -> torch.Tensor:
-    """The feature vectors (N, F) of ``images`` (N, 1, 28, 28) in [-1, 1] under a frozen
-    classifier with a ``features`` method (:class:`dmlib.nn.DigitClassifier`), computed in
-    batches on the classifier's device and returned on the CPU; images are clipped to
-    [-1, 1] first, as real digits are. Section 9.1."""
+    """The feature vectors (N, F) of ``images`` (N, 1, 28, 28) in [-1, 1] under a
+    frozen classifier with a ``features`` method (:class:`dmlib.nn.DigitClassifier`),
+    computed in batches on the classifier's device and returned on the CPU; images are
+    clipped to [-1, 1] first, as real digits are. Section 9.1."""
     _check.tensor(images, "images", min_dim=4)
     if not callable(getattr(classifier, "features", None)):
-        raise TypeError("classifier must have a features(x) method (a dmlib.nn.DigitClassifier)")
+        raise TypeError(
+            "classifier must have a features(x) method (a dmlib.nn.DigitClassifier)"
+        )
     device = next(classifier.parameters()).device
     was_training = classifier.training
     classifier.eval()
-    out = [classifier.features(images[i:i + batch].clamp(-1, 1).to(device)).float().cpu()
-           for i in range(0, images.shape[0], batch)]
+    out = [
+        classifier.features(images[i : i + batch].clamp(-1, 1).to(device)).float().cpu()
+        for i in range(0, images.shape[0], batch)
+    ]
     classifier.train(was_training)
     return torch.cat(out)
 
 
-def image_report(samples: torch.Tensor, classifier, real: torch.Tensor, *, labels=None,
-                 floor_draws: int = 5, bootstrap_draws: int = 50, kid_subsets: int = 20,
-                 generator: torch.Generator | None = None) -> dict:
-    """Everything Chapter 9 measures about N image samples, in one dict (Section 9.4).
+def image_report(
+    samples: torch.Tensor,
+    classifier,
+    real: torch.Tensor,
+    *,
+    labels=None,
+    floor_draws: int = 5,
+    bootstrap_draws: int = 50,
+    kid_subsets: int = 20,
+    generator: torch.Generator | None = None,
+) -> dict:
+    """Everything Chapter 9 measures about N image samples, in one dict (Section 9.7).
 
-    ``real`` is a pool of at least 3N real images (e.g. the 10,000 test digits), or their
-    features (M, F) from :func:`features` when several reports share one pool: a fixed
-    N of them are the reference and the floor is taken over disjoint pairs of N real
-    images from the pool. Returned:
+    ``real`` is a pool of at least 3N real images (e.g. the 10,000 test digits), or
+    their features (M, F) from :func:`features` when several reports share one pool: a
+    fixed N of them are the reference and the floor is taken over disjoint pairs of N
+    real images from the pool. Returned:
 
     * ``fd`` (Frechet distance in the classifier's feature space), its 95% interval
-      ``fd_lo``, ``fd_hi`` (fd +- 1.96 bootstrap standard deviations), the real-vs-real floor ``fd_floor`` (mean over
-      ``floor_draws``) and the ratio ``fd_ratio = fd / fd_floor`` with its interval;
+      ``fd_lo``, ``fd_hi`` (fd +- 1.96 bootstrap standard deviations), the real-vs-real
+      floor ``fd_floor`` (mean over ``floor_draws``) and the ratio
+      ``fd_ratio = fd / fd_floor`` with its interval;
     * ``kid`` and ``kid_std`` (over ``kid_subsets`` subsets of min(1000, N / 2) rows);
       ``precision`` and ``recall`` (k = 3 nearest neighbours);
     * ``confidence`` and ``coverage`` of the classifier's predictions, and ``accuracy``
@@ -928,34 +943,61 @@ def image_report(samples: torch.Tensor, classifier, real: torch.Tensor, *, label
     _check.tensor(real, "real", min_dim=2)
     n = samples.shape[0]
     if real.shape[0] < 3 * n:
-        raise ValueError(f"real must hold at least 3 N = {3 * n} images (a reference set and the "
-                         f"floor's pairs), got {real.shape[0]}")
+        raise ValueError(
+            f"real must hold at least 3 N = {3 * n} images (a reference set and the "
+            f"floor's pairs), got {real.shape[0]}"
+        )
     f_s = features(classifier, samples)
     f_r = real.detach().float().cpu() if real.dim() == 2 else features(classifier, real)
     idx = _subset(f_r.shape[0], f_r.shape[0], generator)
     ref, pool = f_r[idx[:n]], f_r[idx[n:]]
     fd = frechet_distance(f_s, ref)
-    floor = feature_floor(frechet_distance, pool, n, draws=floor_draws, generator=generator)
-    boot = bootstrap(frechet_distance, f_s, ref, draws=bootstrap_draws, generator=generator)
-    k = kid(f_s, ref, subsets=kid_subsets, subset_size=max(2, min(1000, n // 2)), generator=generator)
+    floor = feature_floor(
+        frechet_distance, pool, n, draws=floor_draws, generator=generator
+    )
+    boot = bootstrap(
+        frechet_distance, f_s, ref, draws=bootstrap_draws, generator=generator
+    )
+    k = kid(
+        f_s,
+        ref,
+        subsets=kid_subsets,
+        subset_size=max(2, min(1000, n // 2)),
+        generator=generator,
+    )
     pr = precision_recall(f_s, ref, k=3)
     with torch.no_grad():
         device = next(classifier.parameters()).device
         classifier.eval()
-        logits = torch.cat([classifier(samples[i:i + 500].clamp(-1, 1).to(device)).float().cpu()
-                            for i in range(0, n, 500)])
-    # a normal interval from the bootstrap's scatter: resampled rows repeat, which biases the
-    # bootstrapped FD upwards by about the floor itself, so the percentile and basic
-    # intervals are displaced; the scatter is still a fair measure of FD's sampling error
+        logits = torch.cat(
+            [
+                classifier(samples[i : i + 500].clamp(-1, 1).to(device)).float().cpu()
+                for i in range(0, n, 500)
+            ]
+        )
+    # a normal interval from the bootstrap's scatter: resampled rows repeat, which
+    # biases the bootstrapped FD upwards by about the floor itself, so the percentile
+    # and basic intervals are displaced; the scatter is still a fair measure of FD's
+    # sampling error
     lo, hi = fd - 1.96 * boot["std"], fd + 1.96 * boot["std"]
     out = {
-        "n": n, "fd": fd, "fd_lo": lo, "fd_hi": hi, "fd_floor": floor["mean"],
-        "fd_ratio": fd / floor["mean"], "fd_ratio_lo": lo / floor["mean"],
-        "fd_ratio_hi": hi / floor["mean"], "kid": k["mean"], "kid_std": k["std"],
-        "precision": pr["precision"], "recall": pr["recall"],
+        "n": n,
+        "fd": fd,
+        "fd_lo": lo,
+        "fd_hi": hi,
+        "fd_floor": floor["mean"],
+        "fd_ratio": fd / floor["mean"],
+        "fd_ratio_lo": lo / floor["mean"],
+        "fd_ratio_hi": hi / floor["mean"],
+        "kid": k["mean"],
+        "kid_std": k["std"],
+        "precision": pr["precision"],
+        "recall": pr["recall"],
         "confidence": float(torch.softmax(logits, 1).max(1).values.double().mean()),
         "coverage": digit_coverage(logits)["coverage"],
     }
     if labels is not None:
-        out["accuracy"] = class_agreement(logits, torch.as_tensor(labels).reshape(-1).long().cpu())["accuracy"]
+        out["accuracy"] = class_agreement(
+            logits, torch.as_tensor(labels).reshape(-1).long().cpu()
+        )["accuracy"]
     return out
