@@ -975,10 +975,9 @@ def image_report(
                 for i in range(0, n, 500)
             ]
         )
-    # a normal interval from the bootstrap's scatter: resampled rows repeat, which
-    # biases the bootstrapped FD upwards by about the floor itself, so the percentile
-    # and basic intervals are displaced; the scatter is still a fair measure of FD's
-    # sampling error
+    # a normal interval from the bootstrap's scatter: it brackets the expected FD at this
+    # N, what the ratio to the floor compares (the basic interval removes FD's finite-N
+    # bias and brackets the FD of the two laws; the percentile one aims at neither)
     lo, hi = fd - 1.96 * boot["std"], fd + 1.96 * boot["std"]
     out = {
         "n": n,
