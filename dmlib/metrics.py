@@ -890,6 +890,20 @@ def memorisation(
 
 # -- one report for a set of image samples -------------------------------------------
 @torch.no_grad()
+def _in_batches(fn, classifier, images: torch.Tensor, batch: int = 500):
+    """``fn(images)`` batch by batch on the classifier's device, in eval mode, images
+    clipped to [-1, 1] first (as real digits are); float32 results on the CPU."""
+    device = next(classifier.parameters()).device
+    was_training = classifier.training
+    classifier.eval()
+    out = [
+        fn(images[i : i + batch].clamp(-1, 1).to(device)).float().cpu()
+        for i in range(0, images.shape[0], batch)
+    ]
+    classifier.train(was_training)
+    return torch.cat(out)
+
+
 def features(classifier, images: torch.Tensor, *, batch: int = 500) -> torch.Tensor:
     """The feature vectors (N, F) of ``images`` (N, 1, 28, 28) in [-1, 1] under a
     frozen classifier with a ``features`` method (:class:`dmlib.nn.DigitClassifier`),
@@ -900,15 +914,7 @@ def features(classifier, images: torch.Tensor, *, batch: int = 500) -> torch.Ten
         raise TypeError(
             "classifier must have a features(x) method (a dmlib.nn.DigitClassifier)"
         )
-    device = next(classifier.parameters()).device
-    was_training = classifier.training
-    classifier.eval()
-    out = [
-        classifier.features(images[i : i + batch].clamp(-1, 1).to(device)).float().cpu()
-        for i in range(0, images.shape[0], batch)
-    ]
-    classifier.train(was_training)
-    return torch.cat(out)
+    return _in_batches(classifier.features, classifier, images, batch)
 
 
 def image_report(
@@ -966,18 +972,11 @@ def image_report(
         generator=generator,
     )
     pr = precision_recall(f_s, ref, k=3)
-    with torch.no_grad():
-        device = next(classifier.parameters()).device
-        classifier.eval()
-        logits = torch.cat(
-            [
-                classifier(samples[i : i + 500].clamp(-1, 1).to(device)).float().cpu()
-                for i in range(0, n, 500)
-            ]
-        )
-    # a normal interval from the bootstrap's scatter: it brackets the expected FD at this
-    # N, what the ratio to the floor compares (the basic interval removes FD's finite-N
-    # bias and brackets the FD of the two laws; the percentile one aims at neither)
+    logits = _in_batches(classifier, classifier, samples)
+    # a normal interval from the bootstrap's scatter: it brackets the expected FD at
+    # this N, what the ratio to the floor compares (the basic interval removes FD's
+    # finite-N bias and brackets the FD of the two laws; the percentile one aims at
+    # neither)
     lo, hi = fd - 1.96 * boot["std"], fd + 1.96 * boot["std"]
     out = {
         "n": n,

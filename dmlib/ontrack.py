@@ -94,21 +94,12 @@ def check_loss(history, *, step: int, band: tuple, strict: bool = False) -> Verd
 @torch.no_grad()
 def classify(classifier, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
     """Class probabilities (N, 10) of ``images`` (N, 1, 28, 28) in [-1, 1] under a
-    frozen
-    classifier, in batches, on the classifier's device; images are clipped to [-1, 1]
-    first. Chapter 7."""
+    frozen classifier, in batches, on the classifier's device; images are clipped to
+    [-1, 1] first. Chapter 7."""
+    from .metrics import _in_batches
+
     _check.tensor(images, "images", min_dim=4)
-    device = next(classifier.parameters()).device
-    was_training = classifier.training
-    classifier.eval()
-    out = [
-        torch.softmax(
-            classifier(images[i : i + batch].clamp(-1, 1).to(device)).float(), 1
-        ).cpu()
-        for i in range(0, images.shape[0], batch)
-    ]
-    classifier.train(was_training)
-    return torch.cat(out)
+    return torch.softmax(_in_batches(classifier, classifier, images, batch), 1)
 
 
 def check_samples(
