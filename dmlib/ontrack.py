@@ -40,7 +40,8 @@ class Verdict:
         return self.message
 
     def _repr_markdown_(self) -> str:  # shown as a sentence in a notebook
-        return ("**On track.** " if self.ok else "**Off track.** ") + self.message
+        sentence = self.message[:1].upper() + self.message[1:]
+        return ("**On track.** " if self.ok else "**Off track.** ") + sentence
 
 
 LOSS_HINTS = (
@@ -57,6 +58,15 @@ SAMPLE_HINTS = (
     "or a few repeated digits (low coverage)",
     "raw weights instead of the EMA weights, "
     "or samples not clipped to [-1, 1] before the classifier",
+)
+# added when class-conditional samples miss their labels (Section 8.5)
+LABEL_HINTS = (
+    "labels not passed to the loss or the sampler, or label_dropout set near 1 "
+    "(accuracy near 0.1 at every w)",
+    "no label dropout, so the null class never trained (good at w = 1, noise at w = 0)",
+    "labels shifted against the images (high confidence, low accuracy)",
+    "strong guidance with few sampler steps and no clipping of x0-hat "
+    "(accuracy falls as w grows)",
 )
 
 
@@ -145,4 +155,7 @@ def check_samples(
         )
         ok = ok and (min_accuracy is None or values["accuracy"] >= min_accuracy)
     text = f"on {probs.shape[0]} samples the classifier finds " + ", ".join(parts) + "."
-    return _finish(ok, values, text, SAMPLE_HINTS, strict)
+    label_miss = (labels is not None and min_accuracy is not None
+                  and values["accuracy"] < min_accuracy)
+    hints = LABEL_HINTS + SAMPLE_HINTS if label_miss else SAMPLE_HINTS
+    return _finish(ok, values, text, hints, strict)

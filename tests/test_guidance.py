@@ -149,3 +149,31 @@ def test_tilted_log_prob_errors():
         tilted_log_prob(MIX, x, None, 2.0)
     with pytest.raises(ValueError, match="y must lie"):
         tilted_log_prob(MIX, x, 5, 2.0)
+
+
+@pytest.mark.parametrize("t", [0.1, 0.5, 0.9])
+def test_null_output_is_the_posterior_average_of_the_class_outputs(t):
+    # eq-null-mixture (Section 8.2): eps(x, null) = sum_y p_t(y | x) eps(x, y) for the
+    # exact minimisers, and the plain average of the class outputs is not it.
+    model = MIX.denoiser(SCHED, "eps")
+    x = 1.5 * torch.randn(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    tt = torch.full((30,), t, dtype=torch.float64)
+    post = MIX.class_log_posterior(x, tt, SCHED).exp()                       # (B, 2)
+    each = torch.stack([model(x, tt, torch.full((30,), c)) for c in range(2)], 1)  # (B, 2, 2)
+    torch.testing.assert_close((post[..., None] * each).sum(1), model(x, tt, None))
+    assert (each.mean(1) - model(x, tt, None)).abs().max() > 1e-3
+
+
+def test_cfg_costs_one_evaluation_at_w_zero_and_one_and_two_otherwise():
+    calls = []
+
+    def net(x, t, y=None):
+        calls.append(y is None)
+        return 0.5 * x
+
+    net.prediction, net.n_classes = "eps", 3
+    x, y = torch.randn(4, 2), torch.tensor([0, 1, 2, 0])
+    for w, expected in [(0.0, [True]), (1.0, [False]), (2.5, [True, False])]:
+        calls.clear()
+        ClassifierFreeGuidance(net, w)(x, 0.5, y)
+        assert calls == expected, (w, calls)

@@ -285,6 +285,9 @@ def test_check_samples_confidence_coverage_accuracy():
     assert v.values["coverage"] == pytest.approx(0.3) and not v.ok and "few repeated digits" in v.message
     wrong = ontrack.check_samples(images, sharp, min_confidence=0.9, labels=(labels + 1) % 10, min_accuracy=0.5)
     assert wrong.values["accuracy"] == 0.0 and not wrong.ok
+    # a label miss names the label causes; a confidence miss alone does not
+    assert "null class never trained" in wrong.message and "labels shifted" in wrong.message
+    assert "null class" not in vague.message
 
 
 def test_training_time_counts_a_killed_session_up_to_its_last_save(tmp_path):
