@@ -180,6 +180,7 @@ def ode_bits_per_dim(
     dequantize: bool = True,
     generator: torch.Generator | None = None,
     y=None,
+    grid: str = "sqrt_t",
 ) -> torch.Tensor:
     """Bits per dimension of 8-bit images under the probability-flow ODE (Song et al.,
     2021; Section 9.6).
@@ -208,9 +209,28 @@ def ode_bits_per_dim(
     are therefore an unbiased estimate of an upper bound on -log2 P(u) / D (one draw
     of w and of the probes per image). With ``dequantize=False`` the density is read
     at x itself: the same formula with x~ = x, an approximation of P(u) by density
-    times bin volume, not a bound. Heun's method on ``n_steps`` steps of a grid in t
-    that is uniform in sqrt(t - t_min), denser near the data where the flow changes
-    fastest.
+    times bin volume, not a bound.
+
+    Heun's method on ``n_steps`` steps of a time grid from t_min to 1:
+
+    * ``grid="sqrt_t"`` (the default): uniform in sqrt(t - t_min). Accurate for
+      densities that are smooth on the scale of sigma_{t_min} (measured: 1e-3 bits/dim
+      at 50 steps for Gaussian pixels), but NOT for 8-bit images. A model of such data
+      is stiff near t = 0: in the directions that leave the data its noise prediction
+      behaves like (x - alpha_t x0_hat) / sigma_t, so the divergence of u grows like
+      sigma_t' / sigma_t per direction (like 1 / (2t) on the cosine schedule) and its
+      integral like log sigma_t. The first step of this grid then spans a range over
+      which the divergence changes by orders of magnitude: on the cosine schedule the
+      shipped MNIST eps-model gives -20, -2.5 and 1.1 bits/dim at 10, 20 and 40 steps.
+    * ``grid="log_snr"``: evenly spaced in the log-SNR lambda_t, from lambda_{t_min}
+      down to max(lambda_1, -10) (below -10, where alpha_t^2 < 5e-5 sigma_t^2 and the
+      flow is smooth, one last step reaches t = 1; the flow path has lambda_1 = -inf).
+      Near the data lambda_t ~ -2 log sigma_t, so the integrand (div u) dt / dlambda
+      tends to a constant and every step carries a similar share of the integral;
+      Heun's error falls like 1 / n_steps^2 from small n_steps on (the same model:
+      0.11, 1.30 and 1.59 bits/dim; changes shrinking by a factor of 4). Use it for
+      images (Section 9.6 measures both grids). On smooth data it spends steps where
+      little happens (8e-3 bits/dim at 50 steps for the Gaussian pixels above).
     """
     _pixels(x0)
     _check.schedule(schedule)
@@ -218,6 +238,7 @@ def ode_bits_per_dim(
     n_probes = _check.positive_int(n_probes, "n_probes")
     if not (0.0 < t_min < 1.0):
         raise ValueError(f"t_min must lie in (0, 1), got {t_min}")
+    _check.choice(grid, "grid", ("log_snr", "sqrt_t"))
     _check.labels(y, x0.shape[0], getattr(model, "n_classes", None))
     b = x0.shape[0]
     x = x0.detach().reshape(b, -1)  # (B, D)
@@ -230,12 +251,31 @@ def ode_bits_per_dim(
         div = lambda *a: _velocity_and_hutchinson(*a, probes)  # noqa: E731
     else:
         div = _velocity_and_divergence
-    r = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64) ** 2
-    times = (t_min + (1.0 - t_min) * r).tolist()
-    times[-1] = 1.0
+    if grid == "log_snr":
+        times = _log_snr_grid(schedule, t_min, n_steps)
+    else:
+        r = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64) ** 2
+        times = (t_min + (1.0 - t_min) * r).tolist()
+        times[-1] = 1.0
     log_p = _integrate(flat, x, schedule, times, y, div).to(_acc_dtype(x))
     d = x.shape[1]
     return -log_p / (d * math.log(2)) + math.log2(127.5)
+
+
+def _log_snr_grid(schedule, t_min, n_steps):
+    # n_steps + 1 increasing times from t_min to 1, evenly spaced in lambda_t (float64)
+    lam_0 = float(schedule.log_snr(t_min))
+    # below lambda = -10 (alpha^2 < 5e-5 sigma^2) the rest, up to t = 1, is one step
+    lam_1 = max(float(schedule.log_snr(1.0)), min(-10.0, lam_0 - 1.0))
+    lams = torch.linspace(lam_0, lam_1, n_steps + 1, dtype=torch.float64)
+    times = schedule.t_from_log_snr(lams).tolist()
+    times[0], times[-1] = t_min, 1.0
+    if any(b <= a for a, b in zip(times[:-1], times[1:])):
+        raise ValueError(
+            f"the log-SNR grid of {type(schedule).__name__} from t_min = {t_min} is not "
+            "strictly increasing in t; use fewer steps or grid='sqrt_t'"
+        )
+    return times
 
 
 def _log_bin_prob(x0, mean, std):

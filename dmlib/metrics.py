@@ -23,12 +23,13 @@ a classifier's penultimate layer: the Frechet distance between Gaussian fits
 (:func:`feature_floor`) with a :func:`bootstrap` interval. :func:`class_agreement` and
 :func:`digit_coverage` read a classifier's verdict on the samples, and
 :func:`memorisation` compares nearest-neighbour distances to training and to held-out
-images.
+images (:func:`nearest_neighbours` searches a whole training set for near-copies).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import weakref
 
 import numpy as np
@@ -830,6 +831,7 @@ def memorisation(
     test: torch.Tensor,
     *,
     chunk: int = 256,
+    level: float = 0.95,
 ) -> dict:
     """Does a model copy its training images? Nearest-neighbour distances in pixel
     space to the training set and to held-out images (Section 9.5).
@@ -843,11 +845,24 @@ def memorisation(
         ratio          = (1/N) sum_i d_train(i) / d_test(i)   (about 1; 0 for copies),
         closer_train   = (1/N) #{i : d_train(i) < d_test(i)}  (about 1/2; 1 for copies).
 
+    Copies live in the lower tail of the per-sample ratios, which a mean near 1 can
+    hide, so the lower quantiles ``ratio_q01`` and ``ratio_q05`` of d_train / d_test are
+    returned too, and ``closer_train_lo``, ``closer_train_hi``, the Wilson score
+    interval (Wilson, 1927) at confidence ``level`` for the probability behind
+    ``closer_train``: with k of N samples closer to train, p_hat = k / N and
+    z the standard normal quantile at (1 + level) / 2,
+
+        (p_hat + z^2 / (2N) +- z sqrt(p_hat (1 - p_hat) / N + z^2 / (4 N^2)))
+            / (1 + z^2 / N),
+
+    which, unlike p_hat +- z sqrt(p_hat (1 - p_hat) / N), stays inside [0, 1] and keeps
+    its coverage near k = 0 or k = N.
+
     Also returns the mean and median of each distance, and per sample ``d_train``,
-    ``d_test`` (N,) and ``train_index``, the index of the nearest training image (to
-    show the pairs). Inputs (N, ...) with equal trailing shapes are flattened and
-    compared in float64 on the CPU in chunks of ``chunk`` samples, so 2,000 samples
-    against 10,000 MNIST images need about 20 MB per chunk.
+    ``d_test``, ``ratios`` (N,) and ``train_index``, the index of the nearest training
+    image (to show the pairs). Inputs (N, ...) with equal trailing shapes are flattened
+    and compared in float64 on the CPU in chunks of ``chunk`` samples, so 2,000
+    samples against 10,000 MNIST images need about 20 MB per chunk.
     """
     names = ("samples", "train", "test")
     flat = []
@@ -870,20 +885,71 @@ def memorisation(
             f"set has closer neighbours), got {tr.shape[0]} and {te.shape[0]}"
         )
     chunk = _check.positive_int(chunk, "chunk")
+    if not (isinstance(level, (int, float)) and 0.0 < level < 1.0):
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
     i_tr, d_tr = _nearest(s, tr, chunk)
     _, d_te = _nearest(s, te, chunk)
     ratio = torch.where(d_te > 0, d_tr / d_te.clamp_min(1e-300), torch.nan)
+    closer = int((d_tr < d_te).sum())
+    lo, hi = _wilson(closer, s.shape[0], level)
+    finite = ratio[~ratio.isnan()]
+    q01, q05 = (
+        (float(torch.quantile(finite, q)) for q in (0.01, 0.05))
+        if finite.numel() else (math.nan, math.nan)
+    )
     return {
         "d_train_mean": float(d_tr.mean()),
         "d_train_median": float(d_tr.median()),
         "d_test_mean": float(d_te.mean()),
         "d_test_median": float(d_te.median()),
         "ratio": float(ratio.nanmean()),
-        "closer_train": float((d_tr < d_te).double().mean()),
+        "ratio_q01": q01,
+        "ratio_q05": q05,
+        "closer_train": closer / s.shape[0],
+        "closer_train_lo": lo,
+        "closer_train_hi": hi,
         "d_train": d_tr,
         "d_test": d_te,
+        "ratios": ratio,
         "train_index": i_tr,
     }
+
+
+def _wilson(k: int, n: int, level: float) -> tuple[float, float]:
+    # Wilson's score interval for a binomial probability from k successes in n trials
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def nearest_neighbours(
+    x: torch.Tensor, ref: torch.Tensor, *, chunk: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest row of ``ref`` to each row of ``x`` in pixel space: the search for
+    near-copies of training images (Section 9.5).
+
+    ``x`` (N, ...) and ``ref`` (M, ...) with equal trailing shapes are flattened and
+    compared in float64 on the CPU, ``chunk`` rows of ``x`` at a time (a (chunk, M)
+    block of distances: 256 rows against the 50,000 MNIST training digits take
+    about 100 MB). Returns ``(index, distance)``, both (N,): the index in ``ref`` of
+    the nearest row and the Euclidean distance to it, recomputed from the difference
+    itself so that an exact copy is at distance exactly 0.
+    """
+    for v, name in ((x, "x"), (ref, "ref")):
+        _check.tensor(v, name, min_dim=2)
+        if v.shape[0] < 1:
+            raise ValueError(f"{name} must hold at least one row, got {tuple(v.shape)}")
+    if x.shape[1:] != ref.shape[1:]:
+        raise ValueError(
+            "x and ref must have the same trailing shape, got "
+            f"{tuple(x.shape)} and {tuple(ref.shape)}"
+        )
+    chunk = _check.positive_int(chunk, "chunk")
+    flat = [v.detach().reshape(v.shape[0], -1).to("cpu", torch.float64)
+            for v in (x, ref)]
+    return _nearest(*flat, chunk)
 
 
 

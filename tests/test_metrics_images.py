@@ -220,6 +220,63 @@ def test_memorisation_check_fails_when_distances_are_swapped(monkeypatch):
         test_memorisation_of_copies_and_of_fresh_images()
 
 
+def test_memorisation_lower_tail_sees_a_few_copies_that_the_mean_hides():
+    # 6% exact copies among fresh images: the mean ratio stays near 0.94, while the 1%
+    # and 5% quantiles of the per-sample ratio drop to 0
+    train = torch.rand(400, 1, 8, 8, generator=_gen(53)) * 2 - 1
+    test = torch.rand(400, 1, 8, 8, generator=_gen(54)) * 2 - 1
+    fresh = torch.rand(376, 1, 8, 8, generator=_gen(55)) * 2 - 1
+    mixed = torch.cat([fresh, train[:24]])
+    out = metrics.memorisation(mixed, train, test)
+    assert out["ratio"] > 0.9 and out["ratio_q01"] == 0.0 and out["ratio_q05"] == 0.0
+    assert out["ratios"].shape == (400,) and (out["ratios"] == 0).sum() == 24
+    clean = metrics.memorisation(fresh, train, test)
+    assert clean["ratio_q05"] > 0.8, clean["ratio_q05"]
+    assert clean["closer_train_lo"] < 0.5 < clean["closer_train_hi"]
+
+
+@pytest.mark.parametrize("k,n", [(0, 20), (3, 50), (100, 200), (199, 200), (20, 20)])
+def test_memorisation_wilson_interval_matches_scipy(k, n, monkeypatch):
+    # closer_train's interval against SciPy's Wilson interval for k of n samples
+    from scipy.stats import binomtest
+
+    d_tr = torch.cat([torch.zeros(k), torch.full((n - k,), 2.0)]).double()
+    calls = []
+
+    def planted(x, ref, chunk):  # first call: distances to train; second: to test
+        calls.append(1)
+        d = d_tr if len(calls) % 2 == 1 else torch.ones(n, dtype=torch.float64)
+        return torch.zeros(n, dtype=torch.long), d
+
+    monkeypatch.setattr(metrics, "_nearest", planted)
+    x = torch.zeros(n, 3)
+    for level in (0.9, 0.95):
+        out = metrics.memorisation(x, torch.zeros(4, 3), torch.zeros(4, 3), level=level)
+        want = binomtest(k, n).proportion_ci(level, method="wilson")
+        assert out["closer_train"] == k / n
+        assert out["closer_train_lo"] == pytest.approx(want.low, abs=1e-12)
+        assert out["closer_train_hi"] == pytest.approx(want.high, abs=1e-12)
+
+
+def test_nearest_neighbours_finds_copies_against_brute_force():
+    ref = torch.rand(300, 1, 6, 6, generator=_gen(56)) * 2 - 1
+    bump = 0.01 * torch.randn(5, 1, 6, 6, generator=_gen(57))
+    x = torch.cat([ref[[7, 123]], ref[[40, 41, 299, 0, 5]] + bump,
+                   torch.rand(3, 1, 6, 6, generator=_gen(58)) * 2 - 1])
+    idx, dist = metrics.nearest_neighbours(x, ref, chunk=4)
+    # brute force: every pair, plain loops
+    for i in range(len(x)):
+        pairs = [float((x[i].double() - r.double()).norm()) for r in ref]
+        assert idx[i] == int(np.argmin(pairs)) and dist[i] == pytest.approx(min(pairs))
+    assert dist[0] == 0.0 and dist[1] == 0.0  # exact copies: exactly 0
+    assert torch.equal(idx[:7], torch.tensor([7, 123, 40, 41, 299, 0, 5]))
+    assert torch.allclose(dist[2:7], bump.flatten(1).double().norm(dim=1))
+    with pytest.raises(ValueError, match="same trailing shape"):
+        metrics.nearest_neighbours(torch.zeros(2, 4), torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="level must lie in"):
+        metrics.memorisation(x, ref[:3], ref[3:6], level=1.5)
+
+
 # -- bad input ------------------------------------------------------------------------------
 
 
