@@ -72,11 +72,10 @@ def main(argv=None):
     for kind, w, guided in runs:
         g = torch.Generator().manual_seed(1)
         start = time.perf_counter()
-        with torch.no_grad():  # classifier guidance enables the gradient it needs itself
-            x = torch.cat([samplers.sample(guided, x_T[i:i + args.batch].to(device), schedule,
-                                           method=args.method, n_steps=steps, y=y[i:i + args.batch].to(device),
-                                           generator=g).cpu()
-                           for i in range(0, n, args.batch)])
+        x = torch.cat([samplers.sample(guided, x_T[i:i + args.batch].to(device), schedule,
+                                       method=args.method, n_steps=steps, y=y[i:i + args.batch].to(device),
+                                       generator=g).cpu()
+                       for i in range(0, n, args.batch)])
         seconds = time.perf_counter() - start
         report = metrics.image_report(x, classifier, real, labels=y, generator=torch.Generator().manual_seed(2))
         rows.append({"guidance": kind, "w": w, "sample_seconds": round(seconds, 1), **report})
