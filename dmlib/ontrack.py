@@ -70,6 +70,34 @@ LABEL_HINTS = (
 )
 
 
+# Loss bands of the Part II eps-models (cosine schedule, uniform t, batch 128, lr 1e-3;
+# the mnist_uncond and mnist_cond recipes): {reference step: (lo, hi)}, each judged from its
+# step until the next. Basis: the reference runs (seed 0) logged a smoothed training loss of
+# 0.58 at step 100, 0.069 at 200, 0.055 at 300, 0.048 at 500, 0.045 at 1,000, 0.042 at
+# 2,000, 0.039 at 4,000 and 5,000 (mnist_uncond; mnist_cond within 0.001 of it at every
+# one of these steps) and 0.49 in the quick run (20 steps of 16). Each band allows about 40%
+# either side of the logged loss. Chapters 7 and 8.
+MNIST_EPS_LOSS_BANDS = {
+    20: (0.2, 1.0),
+    200: (0.05, 0.1),
+    500: (0.035, 0.065),
+    1000: (0.03, 0.06),
+    2000: (0.028, 0.055),
+    4000: (0.026, 0.052),
+}
+
+
+def band_at(step: int, bands: dict = MNIST_EPS_LOSS_BANDS) -> tuple[int, tuple]:
+    """The reference band that judges a loss at ``step``: ``(reference step, (lo, hi))`` for
+    the latest reference step at or before ``step``. Chapter 7."""
+    if not bands:
+        raise ValueError("bands is empty: give at least one {step: (lo, hi)}")
+    if not isinstance(step, int) or isinstance(step, bool) or step < min(bands):
+        raise ValueError(f"step must be an int >= {min(bands)} (the first reference step), got {step!r}")
+    ref = max(s for s in bands if s <= step)
+    return ref, tuple(bands[ref])
+
+
 def _finish(ok: bool, values: dict, text: str, hints, strict: bool) -> Verdict:
     if not ok:
         text += " Usual causes: " + "; ".join(hints) + "."

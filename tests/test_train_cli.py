@@ -251,6 +251,27 @@ def test_check_loss_band_and_hints():
         ontrack.check_loss([], step=1, band=(0, 1))
 
 
+
+def test_loss_bands_pick_the_latest_reference_step():
+    bands = ontrack.MNIST_EPS_LOSS_BANDS
+    assert ontrack.band_at(20) == (20, bands[20])
+    assert ontrack.band_at(1750) == (1000, bands[1000])     # not the step-500 band
+    assert ontrack.band_at(2000) == (2000, bands[2000])
+    assert ontrack.band_at(10_000) == (max(bands), bands[max(bands)])
+    assert ontrack.band_at(7, {5: (0, 1), 10: (2, 3)}) == (5, (0, 1))
+    steps = sorted(bands)
+    for a, b in zip(steps, steps[1:]):   # bands tighten and move down as training goes on
+        assert bands[b][0] <= bands[a][0] and bands[b][1] <= bands[a][1]
+    # the logged losses of the reference runs lie inside their own bands
+    logged = {500: 0.048, 1000: 0.045, 2000: 0.042, 4000: 0.039}
+    for step, loss in logged.items():
+        lo, hi = ontrack.band_at(step)[1]
+        assert lo < loss < hi and hi / loss < 1.45 and loss / lo < 1.6
+    with pytest.raises(ValueError, match="first reference step"):
+        ontrack.band_at(10)
+    with pytest.raises(ValueError, match="bands is empty"):
+        ontrack.band_at(100, {})
+
 class FixedLogits(torch.nn.Module):
     """A 'classifier' that reads the label from the first pixel: logits of a chosen sharpness."""
 
