@@ -636,3 +636,17 @@ def test_preconditioning_check_catches_a_wrong_skip(monkeypatch):
     monkeypatch.setattr(D, "_preconditioning", wrong)
     with pytest.raises(AssertionError):
         check_preconditioned_target_is_minus_v(S.CosineSchedule(), 0.5)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "sigmoid"])
+def test_v_error_is_the_eps_error_over_alpha(name):
+    # Section 7.7: at a fixed x_t, v_hat - v = (eps_hat - eps) / alpha_t, so the v-loss is
+    # the eps-loss weighted by 1 / alpha_t^2 (VP schedules)
+    schedule = S.get_schedule(name)
+    g = torch.Generator().manual_seed(3)
+    t = torch.tensor([0.05, 0.5, 0.9, 0.99], dtype=torch.float64)
+    xt = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    eps, eps_hat = (torch.randn(4, 6, generator=g, dtype=torch.float64) for _ in range(2))
+    v, v_hat = (D.convert(e, xt, t, schedule, src="eps", dst="v") for e in (eps, eps_hat))
+    alpha = schedule.alpha(t)[:, None]
+    torch.testing.assert_close(v_hat - v, (eps_hat - eps) / alpha, rtol=1e-10, atol=1e-12)
