@@ -216,6 +216,23 @@ def _language_info(kernel, timeout: float = 10.0) -> dict:
             return msg["content"]["language_info"]
 
 
+def ends_with_semicolon(source: str) -> bool:
+    """Whether a cell's code ends in ';' (comments and blank lines after it aside): IPython then
+    shows no value for its last expression. Cells that nbval runs come back with the value
+    all the same, so the executed notebook drops it."""
+    import io
+    import tokenize
+
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER,
+            tokenize.INDENT, tokenize.DEDENT}
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
+                  if t.type not in skip]
+    except (tokenize.TokenError, SyntaxError):
+        return False
+    return bool(tokens) and tokens[-1].string == ";"
+
+
 def executed_notebook(nbfile, cells):
     """The notebook nbval ran, with each code cell's outputs and execution count filled in."""
     import nbformat
@@ -223,7 +240,10 @@ def executed_notebook(nbfile, cells):
     nb = copy.deepcopy(nbfile.nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     for i, (cell, (item, _)) in enumerate(zip(code, cells)):
-        cell.outputs = [nbformat.from_dict(dict(out)) for out in item.test_outputs]
+        outputs = [nbformat.from_dict(dict(out)) for out in item.test_outputs]
+        if ends_with_semicolon(cell.source):  # as in Jupyter: `f(x);` shows no value
+            outputs = [out for out in outputs if out.get("output_type") != "execute_result"]
+        cell.outputs = outputs
         cell.execution_count = i + 1  # nbval sends the cells in order, one execute request each
     nb.metadata["language_info"] = _language_info(nbfile.kernel)
     nbformat.validate(nb)

@@ -192,3 +192,16 @@ def test_syntax_check_sees_a_broken_cell(tmp_path):
     (tmp_path / "c.md").write_text("# t\n\n```{code-cell} ipython3\n%matplotlib inline\nx = f(1);\n```"
                                    "\n\n```{code-cell} ipython3\nx = f(1);;\n```\n")
     assert [i for i, _ in syntax_errors(tmp_path / "c.md")] == [2]   # cell 0 is the title
+
+
+def test_a_trailing_semicolon_hides_the_value_as_in_jupyter():
+    # tests/nbcache.py stores nbval's runs for the book; a cell ending in ';' shows no value
+    sys.path.insert(0, str(ROOT / "tests"))
+    import nbcache
+
+    assert nbcache.ends_with_semicolon("x = 1\nf(x);")
+    assert nbcache.ends_with_semicolon("f(x,\n  y);  # a note\n\n")
+    assert not nbcache.ends_with_semicolon("f(x)")
+    assert not nbcache.ends_with_semicolon("s = 'a;'")
+    assert not nbcache.ends_with_semicolon("x = 1; f(x)")
+    assert not nbcache.ends_with_semicolon("f(x;")        # broken code: not ours to judge
