@@ -1,0 +1,183 @@
+"""The course built from the chapters (course/make_course.py) with nbgrader.
+
+* Every chapter's problem set follows the format (make_course validates it).
+* The student notebooks contain no line of any solution or hidden test.
+* Autograding, per chapter, in quick mode: the instructor version gets every automatic point;
+  the untouched student version gets none and runs to the end; each planted-wrong submission
+  (tests/course_plants.py) loses exactly the points of the parts it breaks, including a
+  submission that calls the dmlib function its exercise asks for.
+"""
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "course"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import make_course  # noqa: E402
+from course_plants import PLANTS  # noqa: E402
+
+# The chapters whose problem sets are in the course format (all of them, once converted).
+READY = {"ch08"}
+CHAPTERS = [p for p in make_course.chapters() if p.name[:4] in READY]
+NAMES = [make_course.assignment_name(p) for p in CHAPTERS]
+nbgrader_missing = shutil.which("nbgrader", path=str(Path(sys.executable).parent)) is None
+needs_nbgrader = pytest.mark.skipif(nbgrader_missing, reason="nbgrader is not installed")
+
+
+def _gid(cell):
+    return cell["metadata"].get("nbgrader", {}).get("grade_id")
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    out = tmp_path_factory.mktemp("course")
+    made = make_course.write_course(out, CHAPTERS)
+    if not nbgrader_missing:
+        make_course.release(out, made)
+    return out, made
+
+
+def test_every_chapter_has_a_problem_set_in_the_format(course):
+    _, made = course
+    assert sorted(made) == NAMES
+    for name, (_, exercises) in made.items():
+        kinds = {e.kind for e in exercises}
+        assert "lab" in kinds and kinds & {"proof", "concept"} and "drill" in kinds, (
+            f"{name}: a problem set needs a lab, a proof or concept exercise, and drills; "
+            f"has {sorted(kinds)}")
+        lab = [e for e in exercises if e.kind == "lab"]
+        assert any(len(e.parts) >= 2 for e in lab), f"{name}: the lab has no parts"
+        assert any(p.written for e in exercises for p in e.parts.values()), (
+            f"{name}: no written answer (graded by hand)")
+
+
+def _solution_lines(text):
+    lines, inside = [], False
+    for line in text.splitlines():
+        s = line.strip()
+        if s in (make_course.BEGIN, make_course.HIDDEN_BEGIN):
+            inside = True
+        elif s in (make_course.END, make_course.HIDDEN_END):
+            inside = False
+        elif inside:
+            lines.append(s)
+    return lines
+
+
+@needs_nbgrader
+@pytest.mark.parametrize("name", NAMES)
+def test_student_notebooks_hold_no_line_of_any_solution(course, name):
+    out, _ = course
+    src = json.loads((out / "source" / name / f"{name}.ipynb").read_text())
+    rel = json.loads((out / "release" / name / f"{name}.ipynb").read_text())
+    secret, public = [], []
+    for cell in src["cells"]:
+        text = "".join(cell["source"])
+        secret += _solution_lines(text)
+        public += _outside(text)
+    student = {line.strip() for c in rel["cells"] for line in "".join(c["source"]).splitlines()}
+    # a line also written outside every solution (a blank, "return x") is not a leak
+    leaks = [s for s in secret if s and s in student and s not in set(public)]
+    assert not leaks, f"{name}: the student notebook holds solution lines {leaks[:5]}"
+    assert len(secret) > 10
+
+
+def _outside(text):
+    out, inside = [], False
+    for line in text.splitlines():
+        s = line.strip()
+        if s in (make_course.BEGIN, make_course.HIDDEN_BEGIN):
+            inside = True
+        elif s in (make_course.END, make_course.HIDDEN_END):
+            inside = False
+        elif not inside:
+            out.append(s)
+    return out
+
+
+def test_the_leak_check_finds_a_planted_leak():
+    text = "def f():\n    ### BEGIN SOLUTION\n    return 42 * x\n    ### END SOLUTION\n"
+    assert _solution_lines(text) == ["return 42 * x"]
+    assert _outside(text) == ["def f():", ""] or _outside(text) == ["def f():"]
+
+
+def _grade(base, name, student, nb):
+    """Autograde one submission in a course directory of its own (copied from ``base``), so
+    that submissions grade side by side without sharing a gradebook."""
+    course_dir = base.parent / f"{base.name}-{student}"
+    shutil.copytree(base, course_dir)
+    d = course_dir / "submitted" / student / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{name}.ipynb").write_text(json.dumps(nb))
+    exe = Path(sys.executable).parent / "nbgrader"
+    env = dict(os.environ, DMLIB_MODE="quick",
+               PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    r = subprocess.run([str(exe), "autograde", name, "--student", student, "--force"],
+                       cwd=course_dir, env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, f"autograde of {student} failed:\n{r.stderr[-3000:]}"
+    return _scores(course_dir, name, student)
+
+
+def _scores(course_dir, name, student):
+    from nbgrader.api import Gradebook
+
+    with Gradebook("sqlite:///" + str(course_dir / "gradebook.db")) as gb:
+        nb = gb.find_submission_notebook(name, name, student)
+        return {g.name: (g.auto_score, g.max_score, g.needs_manual_grade) for g in nb.grades}
+
+
+@needs_nbgrader
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_autograding(course, tmp_path, name):
+    out, made = course
+    # a course directory of its own, so chapters grade side by side with separate gradebooks
+    here = tmp_path / "course"
+    here.mkdir()
+    for f in ("nbgrader_config.py", "grading_preprocessor.py", "grading_blocks.json"):
+        shutil.copy(out / f, here / f)
+    shutil.copytree(out / "source" / name, here / "source" / name)
+    shutil.copytree(out / "release" / name, here / "release" / name)
+    shutil.copy(out / "gradebook.db", here / "gradebook.db")
+    source = json.loads((out / "source" / name / f"{name}.ipynb").read_text())
+    release = json.loads((out / "release" / name / f"{name}.ipynb").read_text())
+    plants = PLANTS.get(name, [])
+    assert len(plants) >= 2, f"{name}: needs two planted-wrong submissions in course_plants"
+
+    submissions = {"instructor": source, "untouched": release}
+    for plant in plants:
+        nb = copy.deepcopy(source)
+        cells = {_gid(c): c for c in nb["cells"]}
+        for gid, new in plant["answers"].items():
+            assert gid in cells, f"{name}: plant {plant['name']} edits unknown cell {gid}"
+            cells[gid]["source"] = new
+        submissions[plant["name"]] = nb
+    # two at a time: each autograde is a kernel of its own
+    with ThreadPoolExecutor(2) as pool:
+        graded = dict(zip(submissions, pool.map(
+            lambda kv: _grade(here, name, kv[0], kv[1]), submissions.items())))
+    checks = {g: m for g, (_, m, _) in graded["instructor"].items() if g.endswith("_check")}
+    written = [g for g in graded["instructor"] if g.endswith("_written")]
+    got = {g: graded["instructor"][g][0] for g in checks}
+    assert got == checks, f"{name}: the instructor version loses points: {got} of {checks}"
+    assert all(graded["instructor"][g][2] for g in written), "written answers need a person"
+    lost = {g: s for g, (s, _, _) in graded["untouched"].items() if s}
+    assert not lost, f"{name}: the untouched student version scores {lost}"
+    for plant in plants:
+        assert plant["fails"] and set(plant["fails"]) <= set(checks), plant["name"]
+        want = {g: (0.0 if g in plant["fails"] else m) for g, m in checks.items()}
+        have = {g: graded[plant["name"]][g][0] for g in checks}
+        assert have == want, (f"{name}, plant {plant['name']}: expected {want}, got {have}")
+    assert any(p.get("calls_dmlib") for p in plants) or not any(
+        e.rebuilds for e in made[name][1]), (
+        f"{name}: one plant must call a dmlib function its exercise rebuilds")
