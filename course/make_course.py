@@ -67,6 +67,8 @@ EXERCISE_LOOSE = re.compile(r"\*\*Exercise \d+\.\d+")
 PART = re.compile(r"(?m)^\*\(([a-z])\) \((\d+) points?\)\*")
 PART_LOOSE = re.compile(r"(?m)^\*\(([a-z])\)")
 LABEL = re.compile(r"""["']Exercise (\d+)\.(\d+)(?:\(([a-z])\))?: """)
+WORKLOAD = re.compile(
+    r"\*About (\d+(?:–\d+)?) hours? of work; (no GPU needed|a GPU helps|needs a GPU)\.\*")
 DROPDOWN = re.compile(r"(?ms)^(`{3,}|:{3,})\{dropdown\} Model answer[^\n]*\n(.*?)^\1[ \t]*$")
 
 
@@ -176,7 +178,7 @@ def problem_set(path: Path):
                 if any(e.number == number for e in exercises):
                     raise SourceError(f"{path.name}: Exercise {number} appears twice")
                 ex = Exercise(number, m.group(3), len(m.group(4)), int(m.group(5)),
-                              m.group(6))
+                              " ".join(m.group(6).split()))
                 exercises.append(ex)
                 part = ""
             else:
@@ -365,6 +367,28 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def overview(paths) -> list[dict]:
+    """One row per problem set: exercises, points (automatic and by hand), the time it takes
+    a student and whether it needs a GPU (the sentence '*About N hours of work; no GPU
+    needed.*' of the problem set's introduction)."""
+    rows = []
+    for path in paths:
+        _, exercises, _ = problem_set(path)
+        text = path.read_text()
+        m = WORKLOAD.search(" ".join(text[HEADING.search(text).start():].split()))
+        if not m:
+            raise SourceError(f"{path.name}: the problem set's introduction needs the sentence "
+                              "'*About N hours of work; no GPU needed.*' (or 'a GPU helps', "
+                              "'needs a GPU')")
+        auto = sum(p.points for e in exercises for p in e.parts.values() if not p.written)
+        hand = sum(p.points for e in exercises for p in e.parts.values() if p.written)
+        rows.append({"assignment": assignment_name(path), "chapter": path.stem,
+                     "exercises": [(e.number, e.kind, e.stars, e.points, e.title)
+                                   for e in exercises],
+                     "auto": auto, "hand": hand, "hours": m.group(1), "gpu": m.group(2)})
+    return rows
 
 
 def points_table(made: dict) -> str:

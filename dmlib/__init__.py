@@ -22,6 +22,7 @@ that introduces it):
 * :mod:`dmlib.spectrum`    radially averaged power spectra of images
 * :mod:`dmlib.plot`        scatter plots, image grids, showing dmlib's own source
 * :mod:`dmlib.nn`          the networks: time embeddings, MLP, U-Net, digit classifiers
+* :mod:`dmlib.grading`     the autograder's switch-off of what an exercise rebuilds (instructors)
 """
 
 __version__ = "0.1.0"
@@ -33,7 +34,7 @@ from . import (  # noqa: E402,F401
     schedules, shipped, spectrum, toy,
 )
 
-_ON_DEMAND = ("data", "train")  # also command-line programs (python -m dmlib.train): imported when first used
+_ON_DEMAND = ("data", "train", "grading")  # also command-line programs (python -m dmlib.train): imported when first used
 
 
 def __getattr__(name):

@@ -23,16 +23,17 @@ __all__ = ["ExerciseUnavailable", "make_unavailable", "restore", "resolve"]
 
 
 class ExerciseUnavailable(RuntimeError):
-    """A dmlib function was called by an exercise that asks the student to write it."""
+    """A dmlib function was called by an exercise that asks the student to write it
+    (Instructor guide)."""
 
 
-# (module, attribute, original function, namespace or None, names in the namespace)
-_switched_off: list[tuple[object, str, Callable, dict | None, list[str]]] = []
+# what restore() must undo, newest last: one function per switch-off
+_switched_off: list[Callable[[], None]] = []
 
 
 def resolve(name: str):
-    """The module and function named ``"module.function"`` inside dmlib
-    (``"flow.straightness"`` or ``"dmlib.flow.straightness"``)."""
+    """The module and function (or class) named ``"module.name"`` inside dmlib
+    (``"flow.straightness"`` or ``"dmlib.flow.straightness"``). Instructor guide."""
     if not isinstance(name, str) or name.count(".") < 1:
         raise ValueError(
             f"name must read 'module.function' (e.g. 'flow.straightness'), got {name!r}"
@@ -56,58 +57,76 @@ def _from_dmlib(frame) -> bool:
     return caller == "dmlib" or caller.startswith("dmlib.")
 
 
-def _guard(fn: Callable, name: str, exercise: str) -> Callable:
+def _message(name: str, exercise: str) -> str:
     where = f"Exercise {exercise}" if exercise else "this exercise"
-    message = (f"dmlib.{name} is switched off while {where} is graded: the exercise asks "
-               "you to write it yourself, so your answer must not call it.")
-    if inspect.isclass(fn):
-        # A subclass whose construction is refused outside dmlib (inside, it builds as usual).
-        def __new__(cls, *args, **kwargs):
-            if not _from_dmlib(sys._getframe(1)):
-                raise ExerciseUnavailable(message)
-            if fn.__new__ is object.__new__:
-                return object.__new__(cls)
-            return fn.__new__(cls, *args, **kwargs)
+    return (f"dmlib.{name} is switched off while {where} is graded: the exercise asks "
+            "you to write it yourself, so your answer must not call it.")
 
-        unavailable = type(fn.__name__, (fn,), {
-            "__new__": __new__, "__module__": fn.__module__, "__doc__": fn.__doc__,
-            "__qualname__": fn.__qualname__,
-        })
-    else:
-        @functools.wraps(fn)
-        def unavailable(*args, **kwargs):
-            if _from_dmlib(sys._getframe(1)):
-                return fn(*args, **kwargs)        # the library's own calls go through
-            raise ExerciseUnavailable(message)
+
+def _guard(fn: Callable, message: str) -> Callable:
+    @functools.wraps(fn)
+    def unavailable(*args, **kwargs):
+        if _from_dmlib(sys._getframe(1)):
+            return fn(*args, **kwargs)        # the library's own calls go through
+        raise ExerciseUnavailable(message)
 
     unavailable.__wrapped_by_grading__ = fn
     return unavailable
 
 
+def _switch_off_class(cls: type, message: str) -> Callable[[], None]:
+    # The class itself refuses to be built outside dmlib, however it is reached (its
+    # module, an earlier alias, type(instance)); instances that exist keep working.
+    own = cls.__dict__.get("__init__")
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        if not _from_dmlib(sys._getframe(1)):
+            raise ExerciseUnavailable(message)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+
+    def undo():
+        if own is None:
+            del cls.__init__
+        else:
+            cls.__init__ = own
+    return undo
+
+
 def make_unavailable(names, namespace: dict | None = None, *, exercise: str = "") -> None:
-    """Switch off each dmlib function in ``names`` until :func:`restore`: in its module and
-    under every name of ``namespace`` (a notebook's ``globals()``) that holds it."""
+    """Switch off each dmlib function and class in ``names`` until :func:`restore`: a
+    function in its module and under every name of ``namespace`` (a notebook's
+    ``globals()``) that holds it; a class wherever it is reached, by refusing to build
+    instances outside dmlib. Instructor guide."""
     if isinstance(names, str):
         names = [names]
     for name in names:
         module, attr, fn = resolve(name)
-        guard = _guard(fn, f"{module.__name__.removeprefix('dmlib.')}.{attr}", exercise)
+        message = _message(f"{module.__name__.removeprefix('dmlib.')}.{attr}", exercise)
+        if inspect.isclass(fn):
+            _switched_off.append(_switch_off_class(fn, message))
+            continue
+        guard = _guard(fn, message)
         held = []
         if namespace is not None:
             held = [k for k, v in namespace.items() if v is fn]
             for k in held:
                 namespace[k] = guard
         setattr(module, attr, guard)
-        _switched_off.append((module, attr, fn, namespace, held))
+
+        def undo(module=module, attr=attr, fn=fn, held=held, guard=guard):
+            setattr(module, attr, fn)
+            for k in held:
+                if namespace.get(k) is guard:
+                    namespace[k] = fn
+        _switched_off.append(undo)
 
 
 def restore() -> None:
-    """Switch every function that :func:`make_unavailable` switched off back on."""
+    """Switch every function and class that :func:`make_unavailable` switched off back on
+    (Instructor guide)."""
     while _switched_off:
-        module, attr, fn, namespace, held = _switched_off.pop()
-        setattr(module, attr, fn)
-        for k in held:
-            if namespace is not None and getattr(
-                namespace.get(k), "__wrapped_by_grading__", None
-            ) is fn:
-                namespace[k] = fn
+        _switched_off.pop()()

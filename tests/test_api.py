@@ -47,7 +47,9 @@ def test_public_docstring_names_its_section(qualname, obj):
     doc = inspect.getdoc(obj) or ""
     assert doc, f"{qualname} has no docstring"
     # The section may be named by the object itself or, for a class's methods, by the class.
-    assert re.search(r"\b(Section \d+\.\d+|Chapter \d+)", doc), f"{qualname}'s docstring names no section of the book"
+    # (dmlib.grading serves the appendix "Instructor guide", which has no number)
+    assert re.search(r"\b(Section \d+\.\d+|Chapter \d+|[Ii]nstructor guide)", doc), (
+        f"{qualname}'s docstring names no section of the book")
 
 
 def test_dmlib_imports_in_a_clean_interpreter():

@@ -208,7 +208,8 @@ def test_build_has_no_warnings(built_book):
     assert not warnings, "\n".join(warnings[:20])
 
 
-@pytest.mark.parametrize("page", ["index.html", *CHAPTER_PAGES, "book/appendix_notation.html", "book/references.html"])
+@pytest.mark.parametrize("page", ["index.html", *CHAPTER_PAGES, "book/appendix_notation.html",
+                                  "book/appendix_instructor.html", "book/references.html"])
 def test_page_exists(built_book, page):
     assert (built_book / page).is_file()
 
@@ -354,3 +355,47 @@ def test_browser_slider_changes_frame(built_book, browser):
         inp.value = inp.max; inp.dispatchEvent(new Event('input'));
         return [before, visible(), +inp.max];""")
     assert shown[0] == 0 and shown[1] == shown[2] > 0, shown
+
+
+# ---------------------------------------------------------------------------------------
+# Solutions stay collapsed: the reader sees one only after opening it
+
+
+def _solution_lines(md_text: str) -> list[str]:
+    """Lines between the solution markers of a chapter that appear nowhere else in it, long
+    enough to be recognised in the rendered text (no math, which MathJax re-renders)."""
+    inside, secret, public = False, [], set()
+    for line in md_text.splitlines():
+        s = " ".join(line.split())
+        if s == "### BEGIN SOLUTION":
+            inside = True
+        elif s == "### END SOLUTION":
+            inside = False
+        elif inside:
+            secret.append(s)
+        else:
+            public.add(s)
+    return [s for s in secret if len(s) >= 20 and "$" not in s and "{" not in s
+            and s not in public]
+
+
+def _visible_secrets(browser, url: str, lines: list[str], open_all: bool = False):
+    browser.get(url)
+    if open_all:
+        browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
+    text = browser.execute_script("return document.querySelector('main, article, body').innerText")
+    text = " ".join(text.split())
+    return [s for s in lines if s in text]
+
+
+@pytest.mark.parametrize("page", CHAPTER_PAGES)
+def test_browser_shows_no_solution_until_the_reader_opens_it(built_book, browser, page):
+    lines = _solution_lines(chapter_source(page).read_text())
+    assert len(lines) >= 5, f"{page}: too few solution lines to check ({len(lines)})"
+    url = (built_book / page).as_uri()
+    shown = _visible_secrets(browser, url, lines)
+    assert not shown, f"{page} shows solution lines before any toggle is opened: {shown[:3]}"
+    # the check can fail: with every toggle opened, the solutions are there to read
+    opened = _visible_secrets(browser, url, lines, open_all=True)
+    assert len(opened) >= 0.5 * len(lines), (
+        f"{page}: only {len(opened)} of {len(lines)} solution lines found with the toggles open")

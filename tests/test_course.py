@@ -26,9 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_course  # noqa: E402
 from course_plants import PLANTS  # noqa: E402
 
-# The chapters whose problem sets are in the course format (all of them, once converted).
-READY = {"ch08"}
-CHAPTERS = [p for p in make_course.chapters() if p.name[:4] in READY]
+CHAPTERS = make_course.chapters()
 NAMES = [make_course.assignment_name(p) for p in CHAPTERS]
 nbgrader_missing = shutil.which("nbgrader", path=str(Path(sys.executable).parent)) is None
 needs_nbgrader = pytest.mark.skipif(nbgrader_missing, reason="nbgrader is not installed")
@@ -181,3 +179,74 @@ def test_autograding(course, tmp_path, name):
     assert any(p.get("calls_dmlib") for p in plants) or not any(
         e.rebuilds for e in made[name][1]), (
         f"{name}: one plant must call a dmlib function its exercise rebuilds")
+
+
+def _guide_block(title: str) -> str:
+    text = (ROOT / "book" / "appendix_instructor.md").read_text()
+    section = text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+@needs_nbgrader
+@pytest.mark.slow
+def test_the_instructor_guides_commands_run_as_written(tmp_path):
+    """The guide's walk-through, on a fresh copy of the book (its tracked and new files),
+    with the test's environment as .venv and a fresh home folder for ~/dm-course."""
+    clone, home = tmp_path / "book", tmp_path / "home"
+    home.mkdir()
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\n")
+    for f in filter(None, files):
+        if (ROOT / f).is_file():
+            (clone / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, clone / f)
+    (clone / ".venv").symlink_to(Path(sys.prefix))
+    script = _guide_block("The whole cycle on one chapter")
+    assert "make_course.py" in script and "nbgrader autograde" in script
+    env = dict(os.environ, HOME=str(home))
+    if (ROOT / "data").is_dir():
+        env.setdefault("DMLIB_DATA", str(ROOT / "data"))
+    r = subprocess.run(["bash", "-e", "-c", script], cwd=clone, env=env, capture_output=True,
+                       text=True, timeout=1200)
+    assert r.returncode == 0, f"the guide's commands failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    course = home / "dm-course"
+    assert (course / "release" / "ch01" / "ch01.ipynb").is_file()
+    assert (course / "autograded" / "student-1" / "ch01" / "ch01.ipynb").is_file()
+    import csv
+
+    rows = list(csv.DictReader((course / "grades.csv").open()))
+    mine = [r for r in rows if r["student_id"] == "student-1" and r["assignment"] == "ch01"]
+    assert len(mine) == 1, rows
+    _, exercises = make_course.write_course(tmp_path / "c", make_course.chapters([1]))["ch01"]
+    points = sum(e.points for e in exercises)
+    assert float(mine[0]["score"]) == 0 and float(mine[0]["max_score"]) == points, mine
+
+
+@needs_nbgrader
+def test_public_edition_and_instructor_bundle(tmp_path):
+    """--public: every chapter without a line of any solution or hidden test; --bundle: the
+    instructor versions and a rubric for every written answer."""
+    import tarfile
+
+    make_course.main(["--out", str(tmp_path / "c"), "--public", str(tmp_path / "pub"),
+                      "--bundle", str(tmp_path / "instructor.tar.gz")])
+    for path in CHAPTERS:
+        chapter = path.read_text()
+        secret = [s for s in _solution_lines(chapter) if s]
+        public = set(_outside(chapter))
+        edition = json.loads((tmp_path / "pub" / f"{path.stem}.ipynb").read_text())
+        lines = {line.strip() for c in edition["cells"]
+                 for line in "".join(c["source"]).splitlines()}
+        leaks = [s for s in secret if s in lines and s not in public]
+        assert not leaks, f"{path.stem}: the public edition holds {leaks[:3]}"
+        text = "\n".join("".join(c["source"]) for c in edition["cells"])
+        assert "## Problem set" in text and "raise NotImplementedError()" in text, path.stem
+    with tarfile.open(tmp_path / "instructor.tar.gz") as tar:
+        names = set(tar.getnames())
+        rubrics = tar.extractfile("instructor/RUBRICS.md").read().decode()
+    assert {f"instructor/source/{n}/{n}.ipynb" for n in NAMES} <= names
+    for path in CHAPTERS:
+        _, exercises, _ = make_course.problem_set(path)
+        for e in exercises:
+            if any(p.written for p in e.parts.values()):
+                assert f"## Exercise {e.number}:" in rubrics and "**Rubric" in rubrics

@@ -66,5 +66,18 @@ def test_nothing_in_dmlib_imports_the_grading_module():
     import pathlib
     src = pathlib.Path(dmlib.__file__).parent
     users = [p.name for p in src.rglob("*.py")
-             if p.name != "grading.py" and "grading" in p.read_text()]
+             if p.name not in ("grading.py", "__init__.py") and "grading" in p.read_text()]
     assert users == []
+
+
+def test_a_switched_off_class_cannot_be_built_through_an_instance_either():
+    from dmlib import toy
+
+    eight = toy.GaussianMixture(torch.zeros(2, 2), stds=torch.ones(2))
+    grading.make_unavailable(["toy.GaussianMixture"], exercise="3.4")
+    with pytest.raises(grading.ExerciseUnavailable):
+        type(eight)(torch.zeros(2, 2), stds=torch.ones(2))
+    eight.log_prob(torch.zeros(3, 2))          # existing instances keep working
+    grading.restore()
+    assert "__init__" in toy.GaussianMixture.__dict__
+    type(eight)(torch.zeros(2, 2), stds=torch.ones(2))

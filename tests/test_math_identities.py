@@ -650,3 +650,26 @@ def test_v_error_is_the_eps_error_over_alpha(name):
     v, v_hat = (D.convert(e, xt, t, schedule, src="eps", dst="v") for e in (eps, eps_hat))
     alpha = schedule.alpha(t)[:, None]
     torch.testing.assert_close(v_hat - v, (eps_hat - eps) / alpha, rtol=1e-10, atol=1e-12)
+
+
+def test_kid_v_statistic_bias_for_the_cubic_kernel():
+    """Exercise 9.2(ii): with G(x, x') = (x . x' / d + 1)^3 and one law N(0, I_d) for both
+    sets, the V-statistic (dividing by N^2, N'^2, N N') has the bias
+    (E G(X, X) - E G(X, X~)) (1/N + 1/N') = (7 + 9/d + 8/d^2) (1/N + 1/N'),
+    while the unbiased estimate of Section 9.3 (dmlib's) averages to 0."""
+    from dmlib import metrics
+
+    gen = torch.Generator().manual_seed(92)
+    d, n, n2, reps = 4, 20, 30, 4000
+    x = torch.randn(reps, n, d, generator=gen, dtype=torch.float64)
+    y = torch.randn(reps, n2, d, generator=gen, dtype=torch.float64)
+    kern = lambda a, b: (a @ b.transpose(1, 2) / d + 1) ** 3  # noqa: E731
+    v_stat = (kern(x, x).mean((1, 2)) + kern(y, y).mean((1, 2))
+              - 2 * kern(x, y).mean((1, 2)))
+    want = (7 + 9 / d + 8 / d**2) * (1 / n + 1 / n2)
+    se = v_stat.std().item() / reps**0.5
+    assert abs(v_stat.mean().item() - want) < 4 * se, (v_stat.mean().item(), want, se)
+    unbiased = torch.stack([metrics._mmd2_poly(x[r], y[r]) for r in range(400)])
+    assert abs(unbiased.mean().item()) < 4 * unbiased.std().item() / 400**0.5
+    # a planted error in the bias (E G(X, X) without the 8/d^2) is far outside the noise
+    assert abs(v_stat.mean().item() - (7 + 9 / d) * (1 / n + 1 / n2)) > 4 * se
