@@ -361,10 +361,17 @@ def test_browser_slider_changes_frame(built_book, browser):
 # Solutions stay collapsed: the reader sees one only after opening it
 
 
+def _dmlib_lines() -> set[str]:
+    # the chapters display dmlib's own source (plot.show_source): not a solution's leak
+    return {" ".join(line.split()) for p in (ROOT / "dmlib").rglob("*.py")
+            for line in p.read_text().splitlines()}
+
+
 def _solution_lines(md_text: str) -> list[str]:
-    """Lines between the solution markers of a chapter that appear nowhere else in it, long
-    enough to be recognised in the rendered text (no math, which MathJax re-renders)."""
-    inside, secret, public = False, [], set()
+    """Lines between the solution markers of a chapter that appear nowhere else in it (not
+    even inside a longer line) nor in dmlib's source, long enough to be recognised in the
+    rendered text (no math, which MathJax re-renders)."""
+    inside, secret, public = False, [], _dmlib_lines()
     for line in md_text.splitlines():
         s = " ".join(line.split())
         if s == "### BEGIN SOLUTION":
@@ -375,8 +382,9 @@ def _solution_lines(md_text: str) -> list[str]:
             secret.append(s)
         else:
             public.add(s)
+    public_text = "\n".join(public)
     return [s for s in secret if len(s) >= 20 and "$" not in s and "{" not in s
-            and s not in public]
+            and s not in public_text]
 
 
 def _visible_secrets(browser, url: str, lines: list[str], open_all: bool = False):
