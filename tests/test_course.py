@@ -59,17 +59,26 @@ def test_every_chapter_has_a_problem_set_in_the_format(course):
             f"{name}: no written answer (graded by hand)")
 
 
-def _solution_lines(text):
-    lines, inside = [], False
+def _split(text):
+    """(lines inside solution or hidden-test markers, lines outside them), stripped."""
+    inside_lines, outside_lines, inside = [], [], False
     for line in text.splitlines():
         s = line.strip()
         if s in (make_course.BEGIN, make_course.HIDDEN_BEGIN):
             inside = True
         elif s in (make_course.END, make_course.HIDDEN_END):
             inside = False
-        elif inside:
-            lines.append(s)
-    return lines
+        else:
+            (inside_lines if inside else outside_lines).append(s)
+    return inside_lines, outside_lines
+
+
+def _solution_lines(text):
+    return _split(text)[0]
+
+
+def _outside(text):
+    return _split(text)[1]
 
 
 @needs_nbgrader
@@ -89,18 +98,6 @@ def test_student_notebooks_hold_no_line_of_any_solution(course, name):
     assert not leaks, f"{name}: the student notebook holds solution lines {leaks[:5]}"
     assert len(secret) > 10
 
-
-def _outside(text):
-    out, inside = [], False
-    for line in text.splitlines():
-        s = line.strip()
-        if s in (make_course.BEGIN, make_course.HIDDEN_BEGIN):
-            inside = True
-        elif s in (make_course.END, make_course.HIDDEN_END):
-            inside = False
-        elif not inside:
-            out.append(s)
-    return out
 
 
 def test_the_leak_check_finds_a_planted_leak():
