@@ -54,6 +54,10 @@ from dmlib import grading
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
+# the toggle of an answer cell in the rendered book (myst-nb's prompt, set per cell)
+SOLUTION_PROMPT = "Show the solution"
+SOLUTION_OPTION = (':mystnb: {code_prompt_show: "Show the solution", '
+                   'code_prompt_hide: "Hide the solution"}')
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 KINDS = ("lab", "proof", "concept", "drill")
@@ -242,6 +246,10 @@ def problem_set(path: Path):
             if "hide-input" not in cell.metadata.get("tags", []):
                 raise SourceError(f"{where()}: an answer cell needs the tag hide-input, so "
                                   "the book shows no solution unless the reader opens it")
+            if cell.metadata.get("mystnb", {}).get("code_prompt_show") != SOLUTION_PROMPT:
+                raise SourceError(
+                    f"{where()}: an answer cell's toggle must read {SOLUTION_PROMPT!r}; add "
+                    f"the option line  {SOLUTION_OPTION}")
             for name in cell.metadata.get("rebuilds", []):
                 try:
                     grading.resolve(name)

@@ -247,3 +247,30 @@ def test_public_edition_and_instructor_bundle(tmp_path):
         for e in exercises:
             if any(p.written for p in e.parts.values()):
                 assert f"## Exercise {e.number}:" in rubrics and "**Rubric" in rubrics
+
+
+# (what to replace in Chapter 5's source, with what, a phrase the error must contain)
+MALFORMED = [
+    ("*(a) (3 points)* Write `marginal_velocity", "*(a) (4 points)* Write `marginal_velocity",
+     "parts add up to"),
+    ('\n:mystnb: {code_prompt_show: "Show the solution", '
+     'code_prompt_hide: "Hide the solution"}\n:rebuilds: [flow.ot_pairing]',
+     "\n:rebuilds: [flow.ot_pairing]", "toggle must read"),
+    (":rebuilds: [flow.ot_pairing]", ":rebuilds: [flow.no_such_function]", "rebuilds"),
+    ("**Rubric (1 point).**", "**Marking (1 point).**", "Rubric' paragraph"),
+    ("*About 3 hours of work; no GPU needed.*", "", "introduction needs the sentence"),
+    ("(drill, ★, 2 points): the floor", "(quiz, ★, 2 points): the floor", "has kind"),
+    ('print("Exercise 5.4: correct")', 'print("correct")', "never graded"),
+]
+
+
+@pytest.mark.parametrize("old,new,message", MALFORMED, ids=[m[2] for m in MALFORMED])
+def test_the_format_check_names_what_is_wrong(tmp_path, old, new, message):
+    source = ROOT / "book" / "ch05_flow_matching.md"
+    text = source.read_text(encoding="utf-8")
+    assert text.count(old) == 1, f"the test's anchor {old[:40]!r} is gone from {source.name}"
+    bad = tmp_path / source.name
+    bad.write_text(text.replace(old, new), encoding="utf-8")
+    make_course.overview([source])                        # the real source passes
+    with pytest.raises(make_course.SourceError, match=message):
+        make_course.overview([bad])                       # validates, then reads the workload

@@ -12,45 +12,46 @@ def log_joint(x, t):
              - 0.5 * torch.log(2 * math.pi * var))
     return torch.stack([log_n[:, lab_labels == c].logsumexp(1) for c in (0, 1)], 1)
 '''},
-        # the guided score and the measurements of (d) are built on log_joint
-        "fails": ["ex6_1a_check", "ex6_1b_check", "ex6_1d_check"],
+        # the guided score, the noised tilt and the measurements of (d) are built on it
+        "fails": ["ex6_1a_check", "ex6_1b_check", "ex6_1c_check", "ex6_1d_check"],
     },
     {
-        "name": "ddim_eps_without_sigma",
-        # takes -score itself for the noise prediction, forgetting the factor sigma_t
+        "name": "noised_tilt_is_the_guided_score",
+        # the tilt of the noised densities (the guided score of (b)) in place of the
+        # noised tilt: right at w = 0 and 1 only
         "answers": {"ex6_1c_answer": '''\
-def ddim_sample(score, x_T, n_steps):
-    times = torch.linspace(1.0, 0.0, n_steps + 1, dtype=f64).tolist()
-    x = x_T
-    for t, s in zip(times[:-1], times[1:]):
-        a_t, s_t = (v.item() for v in schedule.alpha_sigma(t))
-        a_s, s_s = (v.item() for v in schedule.alpha_sigma(s))
-        eps = -score(x, t)
-        x0 = (x - s_t * eps) / a_t
-        x = a_s * x0 + s_s * eps
-    return x
+def noised_tilted_score(x, t, y, w):
+    return guided_score(x, t, y, w)
 '''},
-        # 6.1(d) only compares mean posteriors, which this sampler happens to get close
-        # to (2,000 samples, the seed fixed): only the closed-form checks of (c) fail
-        "fails": ["ex6_1c_check"],
-    },
-    {
-        "name": "calls_samplers_sample",
-        "calls_dmlib": True,
-        # Exercise 6.1(c) asks for the DDIM loop; dmlib's sampler is switched off
-        "answers": {"ex6_1c_answer": '''\
-def ddim_sample(score, x_T, n_steps):
-    class ScoreModel:
-        prediction = "score"
-
-        def __call__(self, x, t, y=None):
-            return score(x[:, 0], float(t[0]))[:, None]
-
-    return samplers.sample(ScoreModel(), x_T[:, None], schedule, method="ddim",
-                           n_steps=n_steps)[:, 0]
-'''},
-        # 6.1(d) samples with ddim_sample, so it fails with it
+        # 6.1(d) then finds the "noised tilt" samples as pure as CFG's
         "fails": ["ex6_1c_check", "ex6_1d_check"],
+    },
+    {
+        "name": "noised_tilt_without_alpha",
+        # the likelihood of x_t given x0 centred at x0 instead of alpha_t x0
+        "answers": {"ex6_1c_answer": '''\
+def noised_tilted_score(x, t, y, w):
+    grid = line[::5]
+    a, s = (v.item() for v in schedule.alpha_sigma(t))
+    lj0 = log_joint(grid, 0.0)
+    log_tilt = (1 - w) * lj0.logsumexp(1) + w * lj0[:, y]
+    log_post = log_tilt - 0.5 * ((x[:, None] - grid) / s) ** 2
+    x0_hat = (torch.softmax(log_post, 1) * grid).sum(1)
+    return (a * x0_hat - x) / s**2
+'''},
+        "fails": ["ex6_1c_check", "ex6_1d_check"],
+    },
+    {
+        "name": "joint_from_dmlib_mixture",
+        "calls_dmlib": True,
+        # builds the lab mixture with toy.GaussianMixture, which 6.1 switches off
+        "answers": {"ex6_1a_answer": '''\
+def log_joint(x, t):
+    lab = toy.GaussianMixture(lab_means[:, None].tolist(), stds=lab_stds.tolist(),
+                              weights=lab_weights.tolist(), labels=lab_labels.tolist())
+    return torch.stack([lab.log_prob(x[:, None], t, schedule, y=c) for c in (0, 1)], 1)
+'''},
+        "fails": ["ex6_1a_check", "ex6_1b_check", "ex6_1c_check", "ex6_1d_check"],
     },
     {
         "name": "normaliser_ignores_the_class_weight",
