@@ -61,6 +61,46 @@ def ddim_sampler(x0_model, x, times, schedule):
         "fails": ["ex4_1b_check", "ex4_1d_check"],
     },
     {
+        "name": "ddim_through_the_corrector",
+        "calls_dmlib": True,
+        # samplers.unic_step with no history and x0_s = x0_hat is one DDIM step; it is
+        # switched off with the other steps of samplers
+        "answers": {"ex4_1b_answer": '''\
+def ddim_sampler(x0_model, x, times, schedule):
+    for t, s in zip(times[:-1].tolist(), times[1:].tolist()):
+        x0 = x0_model(x, t)
+        x = samplers.unic_step(x, x0, t, s, schedule, x0_s=x0)
+    return x
+'''},
+        "fails": ["ex4_1b_check", "ex4_1d_check"],
+    },
+    {
+        "name": "ddim_evaluates_at_the_step_end",
+        # asks the denoiser at the next time s instead of the current t: exact on a
+        # point mass and still of order 1, but off by a factor 2 at 32 steps
+        "answers": {"ex4_1b_answer": '''\
+def ddim_sampler(x0_model, x, times, schedule):
+    for t, s in zip(times[:-1].tolist(), times[1:].tolist()):
+        (a_t, a_s), (sig_t, sig_s) = (
+            c.tolist() for c in schedule.alpha_sigma(torch.tensor([t, s], dtype=f64)))
+        x0_hat = x0_model(x, s)
+        eps_hat = (x - a_t * x0_hat) / sig_t
+        x = a_s * x0_hat + sig_s * eps_hat
+    return x
+'''},
+        "fails": ["ex4_1b_check", "ex4_1d_check"],
+    },
+    {
+        "name": "2m_through_the_checks_oracle",
+        # calls the function the visible check of 4.1(c) defines: the check runs the
+        # answer before it defines its oracle
+        "answers": {"ex4_1c_answer": '''\
+def dpmpp2m_sampler(x0_model, x, times, schedule):
+    return two_m_by_hand(x0_model, x, times, schedule)
+'''},
+        "fails": ["ex4_1c_check", "ex4_1d_check"],
+    },
+    {
         "name": "family_step_linear_in_eta",
         # (1 + eta) / 2 instead of (1 + eta^2) / 2: right at eta = 0 and 1 only
         "answers": {"ex4_3_answer": '''\
