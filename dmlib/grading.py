@@ -98,8 +98,8 @@ def _switch_off_class(cls: type, message: str) -> Callable[[], None]:
 
 def make_unavailable(names, namespace: dict | None = None, *, exercise: str = "") -> None:
     """Switch off each dmlib function and class in ``names`` until :func:`restore`: a
-    function in its module and under every name of ``namespace`` (a notebook's
-    ``globals()``) that holds it; a class wherever it is reached, by refusing to build
+    function in every dmlib module that holds it (its own and those that import it)
+    and under every name of ``namespace`` (a notebook's ``globals()``) that holds it; a class wherever it is reached, by refusing to build
     instances outside dmlib. Instructor guide."""
     if isinstance(names, str):
         names = [names]
@@ -115,10 +115,18 @@ def make_unavailable(names, namespace: dict | None = None, *, exercise: str = ""
             held = [k for k, v in namespace.items() if v is fn]
             for k in held:
                 namespace[k] = guard
-        setattr(module, attr, guard)
+        # the module that defines it and every dmlib module that imported it under
+        # some name (flow.sample is samplers.sample)
+        places = [(mod, key) for mod in list(sys.modules.values())
+                  if getattr(mod, "__name__", "").split(".")[0] == "dmlib"
+                  for key, value in list(vars(mod).items()) if value is fn]
+        for mod, key in places:
+            setattr(mod, key, guard)
 
-        def undo(module=module, attr=attr, fn=fn, held=held, guard=guard):
-            setattr(module, attr, fn)
+        def undo(fn=fn, held=held, guard=guard, places=places):
+            for mod, key in places:
+                if getattr(mod, key, None) is guard:
+                    setattr(mod, key, fn)
             for k in held:
                 if namespace.get(k) is guard:
                     namespace[k] = fn

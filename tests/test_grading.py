@@ -81,3 +81,15 @@ def test_a_switched_off_class_cannot_be_built_through_an_instance_either():
     grading.restore()
     assert "__init__" in toy.GaussianMixture.__dict__
     type(eight)(torch.zeros(2, 2), stds=torch.ones(2))
+
+
+def test_a_function_is_switched_off_under_every_dmlib_name_that_imported_it():
+    from dmlib import flow, likelihood, samplers
+    assert flow.sample is samplers.sample and likelihood._predict is samplers._predict
+    original = samplers._predict
+    grading.make_unavailable(["samplers.sample", "samplers._predict"], {}, exercise="5.1")
+    for reexported in (flow.sample, likelihood._predict):
+        with pytest.raises(grading.ExerciseUnavailable, match="Exercise 5.1"):
+            reexported()
+    grading.restore()
+    assert flow.sample is samplers.sample and likelihood._predict is original
