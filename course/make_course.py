@@ -15,7 +15,9 @@ problem set's cells into nbgrader cells:
 
 * the exercise prompts become locked markdown cells;
 * code cells with ``### BEGIN SOLUTION`` / ``### END SOLUTION`` become answer cells (the
-  student version keeps the lines outside the markers and stubs the rest);
+  student version keeps the lines outside the markers and stubs the rest); in the book they
+  are folded behind a "Show the solution" toggle (the options ``:tags: [hide-input]`` and
+  ``:mystnb: {code_prompt_show: ...}``, see ``SOLUTION_OPTION``);
 * the check that follows an answer, a code cell whose label reads ``Exercise 8.1(a): ...``,
   becomes a locked test cell worth the points of that part (``### BEGIN HIDDEN TESTS`` lines
   are removed from the student version);
@@ -25,6 +27,8 @@ problem set's cells into nbgrader cells:
 An answer cell may name the dmlib functions it rebuilds in its options
 (``:rebuilds: [flow.straightness]``); the autograder switches them off (``dmlib.grading``)
 from the exercise's first cell to its last, so a submission that calls them gets no points.
+A check cell calls the answer before it defines its own oracle functions, so that no answer
+can call them.
 
 The course directory holds ``nbgrader_config.py`` (grading in quick mode, the switch-off
 preprocessor), ``grading_blocks.json`` (which functions each exercise switches off) and
