@@ -93,3 +93,12 @@ def test_a_function_is_switched_off_under_every_dmlib_name_that_imported_it():
             reexported()
     grading.restore()
     assert flow.sample is samplers.sample and likelihood._predict is original
+
+
+def test_a_guard_left_in_a_module_imported_meanwhile_is_harmless_after_restore():
+    grading.make_unavailable(["diffusion.convert"], {}, exercise="8.1")
+    held_meanwhile = diffusion.convert               # what a later import would bind
+    grading.restore()
+    s = schedules.CosineSchedule()
+    x, t = torch.zeros(2, 3), torch.full((2,), 0.5)
+    held_meanwhile(x, x, t, s, src="eps", dst="x0")  # switched back on everywhere
