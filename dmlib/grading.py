@@ -102,8 +102,9 @@ def _switch_off_class(cls: type, message: str) -> Callable[[], None]:
 def make_unavailable(names, namespace: dict | None = None, *, exercise: str = "") -> None:
     """Switch off each dmlib function and class in ``names`` until :func:`restore`: a
     function in every dmlib module that holds it (its own and those that import it)
-    and under every name of ``namespace`` (a notebook's ``globals()``) that holds it; a class wherever it is reached, by refusing to build
-    instances outside dmlib. Instructor guide."""
+    and under every name of ``namespace`` (a notebook's ``globals()``) that holds it; a
+    class wherever it is reached, by refusing to build instances outside dmlib.
+    Instructor guide."""
     if isinstance(names, str):
         names = [names]
     for name in names:
