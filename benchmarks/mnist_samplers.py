@@ -5,7 +5,9 @@ draws N samples from the same x_T with each sampler: DDPM with 1000 steps (ances
 posterior variance), DDIM with 50 and 20 steps, Heun, DPM-Solver++(2M) and UniPC at <= 20
 NFE, Euler-Maruyama. Each set is scored with `metrics.image_report` (the shipped evaluation
 classifier's features; FD with a bootstrap interval, its real-vs-real floor at the same N,
-KID, precision and recall, confidence and coverage). Targets: DDIM-50 FD <= 1.10 x DDPM-1000
+KID, precision and recall, confidence and coverage) and checked for memorisation (Section 9.5:
+the distance of each sample to its nearest image among the first 10,000 training digits against
+that to its nearest test digit). Targets: DDIM-50 FD <= 1.10 x DDPM-1000
 FD; a second-order sampler at <= 20 NFE <= 1.2 x DDPM-1000 FD.
 On a CPU, N = 2000 (DDPM-1000 dominates: 2 million network evaluations); on a GPU use
 N >= 10000. Usage: python benchmarks/mnist_samplers.py [--n 2000] [--only ddim50 ...] [--quick]
@@ -74,8 +76,10 @@ def main(argv=None):
         n, names = args.n, args.only or list(CONFIGS)
     device = next(model.parameters()).device
     classifier, _ = shipped.load("mnist_classifier", device=device)
-    test = data.load_mnist("test", verbose=False).images[: 300 if args.quick else None]
-    test = metrics.features(classifier, test)  # once, shared by every report
+    test_images = data.load_mnist("test", verbose=False).images[: 300 if args.quick else None]
+    test = metrics.features(classifier, test_images)  # once, shared by every report
+    # memorisation (Section 9.5): nearest training image vs nearest test image, equal sizes
+    train_ref = data.load_mnist("train", verbose=False).images[: len(test_images)]
     x_T = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     weights = hashlib.sha256(b"".join(
         p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()[:16]
@@ -111,11 +115,14 @@ def main(argv=None):
             continue
         x = torch.cat(batches)
         report = metrics.image_report(x, classifier, test, generator=torch.Generator().manual_seed(2))
+        mem = metrics.memorisation(x, train_ref, test_images)
         rows[name] = {"method": method, "steps": steps, "nfe": samplers.nfe(method, steps),
                       "sample_seconds": None if cached else round(seconds, 1),
-                      "batches_from_cache": cached, **report}
+                      "batches_from_cache": cached, **report,
+                      "memorisation": {k: v for k, v in mem.items() if not isinstance(v, torch.Tensor)}}
         print(f"{name}: NFE {rows[name]['nfe']}, FD {report['fd']:.3f} "
-              f"[{report['fd_lo']:.3f}, {report['fd_hi']:.3f}], ratio {report['fd_ratio']:.2f}", flush=True)
+              f"[{report['fd_lo']:.3f}, {report['fd_hi']:.3f}], ratio {report['fd_ratio']:.2f}; "
+              f"memorisation ratio {mem['ratio']:.3f}, closer to train {mem['closer_train']:.3f}", flush=True)
     if part:
         return None
     ref = rows.get("ddpm1000")
