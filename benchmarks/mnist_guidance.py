@@ -53,10 +53,13 @@ def main(argv=None):
         noisy = train.build_model(train.load_config("mnist_noisy_classifier")).eval()
         uncond = train.build_model(train.load_config("mnist_uncond")).eval()
         n, steps, cfg_scales, cg_scales = 30, 3, (0.0, 2.0), (1.0,)
+        steps_of = {}
     else:
-        model, _ = shipped.load("mnist_cond")
-        noisy, _ = shipped.load("mnist_noisy_classifier")
-        uncond, _ = shipped.load("mnist_uncond")
+        model, rec_cond = shipped.load("mnist_cond")
+        noisy, rec_noisy = shipped.load("mnist_noisy_classifier")
+        uncond, rec_uncond = shipped.load("mnist_uncond")
+        steps_of = {"mnist_cond": rec_cond.get("step"), "mnist_uncond": rec_uncond.get("step"),
+                    "mnist_noisy_classifier": rec_noisy.get("step")}
         n, steps, cfg_scales, cg_scales = args.n, args.steps, CFG_SCALES, CG_SCALES
     device = next(model.parameters()).device
     classifier, _ = shipped.load("mnist_classifier", device=device)
@@ -82,7 +85,8 @@ def main(argv=None):
         print(f"{kind} w = {w}: accuracy {report['accuracy']:.3f}, FD ratio {report['fd_ratio']:.2f} "
               f"[{report['fd_ratio_lo']:.2f}, {report['fd_ratio_hi']:.2f}]", flush=True)
     best = [r for r in rows if r["guidance"] == "cfg" and 2 <= r["w"] <= 5]
-    payload = {"model": "mnist_cond", "classifier_guided_model": "mnist_uncond", "n": n,
+    payload = {"model": "mnist_cond", "classifier_guided_model": "mnist_uncond",
+               "model_steps": steps_of, "n": n,
                "method": args.method, "steps": steps, "clip_x0": not args.no_clip, "rows": rows,
                "target": "CFG accuracy >= 0.99 at some w in [2, 5]",
                "meets_target": any(r["accuracy"] >= 0.99 for r in best), "run_mode": run.run_mode()}
