@@ -403,12 +403,13 @@ def _join_tensors(obj, tensors: dict, weights: Path):
 def save_training_state(path, *, model: torch.nn.Module, ema: torch.nn.Module | None, optimizer, scheduler,
                         generator: torch.Generator, step: int, history: list, running=(), config=None,
                         inputs: dict | None = None, data_source: str | None = None,
-                        metrics: dict | None = None) -> dict:
+                        metrics: dict | None = None, scaler=None) -> dict:
     """Save everything a training run needs to continue exactly (Chapter 10).
 
     Tensors (model as ``model.*``, EMA as ``ema.*``, optimiser state as ``optim.state.<i>.<name>``,
     the generator's state, this log interval's losses ``running``) go to NAME.safetensors in
-    full precision; the optimiser's and scheduler's other settings, the step, the loss
+    full precision; the optimiser's and scheduler's other settings, the fp16 gradient
+    scaler's state (``scaler``, when one is in use), the step, the loss
     history and ``inputs`` (short strings describing what the run reads besides its config,
     e.g. ``{"loss": ..., "data": ...}``, which a resumption compares) go to the record.
     Returns the record.
@@ -429,11 +430,13 @@ def save_training_state(path, *, model: torch.nn.Module, ema: torch.nn.Module | 
     record["history"] = [list(entry) for entry in history]
     record["optimizer"] = _split_tensors(optimizer.state_dict(), "optim", tensors)
     record["scheduler"] = _split_tensors(scheduler.state_dict(), "sched", tensors) if scheduler is not None else None
+    # scale and growth tracker: plain numbers (one host read, at a save)
+    record["scaler"] = scaler.state_dict() if scaler is not None and scaler.is_enabled() else None
     return _save(path, tensors, record)
 
 
 def load_training_state(path, *, model: torch.nn.Module, ema: torch.nn.Module | None, optimizer, scheduler,
-                        generator: torch.Generator) -> dict:
+                        generator: torch.Generator, scaler=None) -> dict:
     """Restore a state saved by :func:`save_training_state` into the given objects (Chapter 10).
 
     Returns ``{"step", "history", "running", "record"}``: the step to continue from, the loss
@@ -454,6 +457,8 @@ def load_training_state(path, *, model: torch.nn.Module, ema: torch.nn.Module | 
         optimizer.load_state_dict(state)
         if scheduler is not None:
             scheduler.load_state_dict(_join_tensors(record.get("scheduler"), tensors, weights))
+        if scaler is not None and scaler.is_enabled() and record.get("scaler"):
+            scaler.load_state_dict(record["scaler"])
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"checkpoint {weights} does not fit this optimiser and learning-rate schedule "
                               f"({type(err).__name__}: {err})") from None

@@ -22,9 +22,52 @@ import torch
 _DRAW_DTYPES = (torch.float32, torch.float64)
 
 
-def _where(generator: torch.Generator | None) -> torch.device:
+class Shard:
+    """One process's share of the draws of a global batch (data-parallel training, Chapter 10).
+
+    ``world`` processes train on one global batch of ``world * b`` examples, ``b`` each. Every
+    process holds the same ``generator`` (same seed, same state); a draw of shape ``(b, ...)``
+    through a ``Shard`` draws the global ``(world * b, ...)`` and keeps rows
+    ``rank * b`` to ``(rank + 1) * b``. The processes together therefore see exactly the numbers
+    one process would draw for the global batch, and their generators stay equal. Pass it where
+    a loss takes a generator; the draws of :mod:`dmlib.noise` accept it (the leading dimension
+    must be the batch).
+    """
+
+    def __init__(self, generator: torch.Generator, rank: int, world: int):
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"Shard needs a torch.Generator, got {type(generator).__name__}")
+        if not (isinstance(world, int) and world >= 1 and isinstance(rank, int) and 0 <= rank < world):
+            raise ValueError(f"Shard needs 0 <= rank < world, got rank={rank!r}, world={world!r}")
+        self.generator, self.rank, self.world = generator, rank, world
+
+    @property
+    def device(self) -> torch.device:
+        return self.generator.device
+
+    def __repr__(self) -> str:
+        return f"Shard(rank={self.rank}, world={self.world}, device={self.device})"
+
+    def draw(self, fn, shape, **kwargs) -> torch.Tensor:
+        """``fn(global_shape, generator=...)`` restricted to this process's rows."""
+        shape = tuple(shape)
+        if not shape:
+            raise ValueError("a sharded draw needs a leading batch dimension, got shape ()")
+        n = shape[0]
+        out = fn((n * self.world, *shape[1:]), generator=self.generator, **kwargs)
+        return out[self.rank * n:(self.rank + 1) * n]
+
+
+def _where(generator) -> torch.device:
     """The device a draw happens on: the generator's, or the CPU for torch's global generator."""
     return generator.device if generator is not None else torch.device("cpu")
+
+
+def _torch_draw(fn, shape, generator, **kwargs) -> torch.Tensor:
+    """``fn(shape, generator=generator, device=<the generator's>, ...)``, through a Shard when given one."""
+    if isinstance(generator, Shard):
+        return generator.draw(fn, shape, device=generator.device, **kwargs)
+    return fn(tuple(shape), generator=generator, device=_where(generator), **kwargs)
 
 
 def _move(out: torch.Tensor, device, dtype) -> torch.Tensor:
@@ -49,7 +92,7 @@ def randn(shape, *, generator: torch.Generator | None = None, device=None,
 
     The z ~ N(0, I) of every sampler step (Section 2.5) and the eps of every loss come from here.
     """
-    out = torch.randn(tuple(shape), generator=generator, device=_where(generator), dtype=_draw_dtype(dtype))
+    out = _torch_draw(torch.randn, shape, generator, dtype=_draw_dtype(dtype))
     return _move(out, device, dtype)
 
 
@@ -61,14 +104,14 @@ def randn_like(x: torch.Tensor, *, generator: torch.Generator | None = None) -> 
 def rand(shape, *, generator: torch.Generator | None = None, device=None,
          dtype: torch.dtype | None = None) -> torch.Tensor:
     """Uniform numbers in [0, 1) of ``shape`` (the times t of a training batch, Section 2.4), drawn as :func:`randn`."""
-    out = torch.rand(tuple(shape), generator=generator, device=_where(generator), dtype=_draw_dtype(dtype))
+    out = _torch_draw(torch.rand, shape, generator, dtype=_draw_dtype(dtype))
     return _move(out, device, dtype)
 
 
 def randint(low: int, high: int, shape, *, generator: torch.Generator | None = None,
             device=None) -> torch.Tensor:
     """Integers uniform in [low, high) of ``shape`` (int64), e.g. the indices of a data batch (Section 2.4)."""
-    out = torch.randint(low, high, tuple(shape), generator=generator, device=_where(generator))
+    out = _torch_draw(lambda size, **kw: torch.randint(low, high, size, **kw), shape, generator)
     return _move(out, device, None)
 
 
@@ -78,6 +121,8 @@ def multinomial(probs: torch.Tensor, n_samples: int = 1, *, generator: torch.Gen
 
     Picks the mixture component of each sample of a Gaussian mixture (Section 1.2).
     """
+    if isinstance(generator, Shard):
+        raise TypeError("multinomial draws rows of probs and cannot be sharded; pass the Shard's generator")
     here = probs.to(_where(generator))
     out = torch.multinomial(here, n_samples, replacement=replacement, generator=generator)
     return _move(out, probs.device, None)

@@ -37,10 +37,12 @@ from .run import get_device, progress
 @dataclass
 class TrainConfig:
     """Settings of :func:`train`; every default is a small CPU-friendly run
-    (Section 2.4)."""
+    (Section 2.4; the GPU settings in Chapter 10)."""
 
     steps: int = 2000  # optimiser steps
-    batch_size: int = 512  # samples per step
+    # samples per step: the global batch, split evenly between the processes of a
+    # data-parallel run (torchrun, Chapter 10)
+    batch_size: int = 512
     # AdamW learning rate (after warm-up, then cosine decay to lr_min_ratio * lr)
     lr: float = 1e-3
     lr_min_ratio: float = 0.1  # final learning rate as a fraction of lr
@@ -60,12 +62,28 @@ class TrainConfig:
     checkpoint_every: int = 0
     # when the checkpoint exists, continue from it (False: start over, overwrite it)
     resume: bool = True
+    # arithmetic of the forward pass: "auto" (bf16 on a CUDA GPU that has it natively,
+    # compute capability >= 8.0; fp16 with a gradient scaler on older GPUs; fp32 on a
+    # CPU and on MPS), or "fp32", "bf16", "fp16" (Chapter 10)
+    precision: str = "auto"
+    compile: bool = False  # torch.compile the model for training (Chapter 10)
+    channels_last: bool = False  # NHWC memory format for image models (Chapter 10)
+    # where the training draws happen: "cpu" (a seed gives the same run on every
+    # machine) or "device" (a generator on the GPU: no host work per step)
+    rng: str = "cpu"
 
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+RNGS = ("cpu", "device")
 
 # Settings that may change between an interrupted run and its resumption: they do not
-# change what is computed. Every other field must match, or the resumed run would not be
-# the same run.
-RESUMABLE_CHANGES = ("device", "progress", "checkpoint", "checkpoint_every", "resume")
+# change what is computed (compile and the memory format change the order of floating-
+# point operations at most). Every other field must match, or the resumed run would not
+# be the same run.
+RESUMABLE_CHANGES = (
+    "device", "progress", "checkpoint", "checkpoint_every", "resume", "compile",
+    "channels_last",
+)
 
 
 @dataclass
@@ -102,6 +120,8 @@ def _check_config(config, data, labels, model):
     _check.positive_int(config.steps, "config.steps")
     _check.positive_int(config.batch_size, "config.batch_size")
     _check.positive_int(config.log_every, "config.log_every")
+    _check.choice(config.precision, "config.precision", PRECISIONS)
+    _check.choice(config.rng, "config.rng", RNGS)
     if not (0.0 <= config.label_dropout < 1.0):
         raise ValueError(
             f"config.label_dropout must be in [0, 1), got {config.label_dropout}"
@@ -183,10 +203,12 @@ def _check_same_run(record: dict, config: TrainConfig, inputs: dict, path: str) 
     """Refuse to resume a checkpoint written with other settings, loss or data (it would
     be another run)."""
     now, saved = asdict(config), record.get("config") or {}
+    # a field added to TrainConfig after the save had its default then
+    default = asdict(TrainConfig())
     diffs = [
-        f"{k}: saved {saved.get(k)!r}, now {now[k]!r}"
+        f"{k}: saved {saved.get(k, default[k])!r}, now {now[k]!r}"
         for k in now
-        if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]
+        if k not in RESUMABLE_CHANGES and saved.get(k, default[k]) != now[k]
     ]
     saved = record.get("inputs") or {}
     diffs += [
@@ -201,6 +223,93 @@ def _check_same_run(record: dict, config: TrainConfig, inputs: dict, path: str) 
             "Use the same config, loss and data, another config.checkpoint, "
             "or resume=False to start over"
         )
+
+
+def amp_policy(precision: str, device) -> tuple[torch.dtype | None, bool]:
+    """What ``config.precision`` means on ``device``: the autocast dtype (None: plain
+    fp32, no autocast) and whether a gradient scaler is needed (fp16). Chapter 10.
+
+    ``"auto"`` picks bf16 on a CUDA GPU of compute capability >= 8.0 (A100, H100,
+    RTX 30xx and later: bf16 tensor cores), fp16 with a gradient scaler on older CUDA
+    GPUs (a T4 reports bf16 support, but emulates it slowly), and fp32 on a CPU or
+    Apple's MPS.
+    """
+    _check.choice(precision, "config.precision", PRECISIONS)
+    device = torch.device(device)
+    native_bf16 = False
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        native_bf16 = major >= 8
+    if precision == "auto":
+        if device.type != "cuda":
+            return None, False
+        precision = "bf16" if native_bf16 else "fp16"
+    if precision == "fp32":
+        return None, False
+    if precision == "bf16":
+        if device.type == "cuda" and not native_bf16:
+            raise ValueError(
+                f"config.precision='bf16' on {torch.cuda.get_device_name(device)} "
+                f"(compute capability {major}.{minor}): this GPU has no native "
+                "bfloat16 (it emulates it, slowly); use 'fp16' (with a gradient "
+                "scaler) or 'auto'"
+            )
+        return torch.bfloat16, False
+    if device.type != "cuda":
+        raise ValueError(
+            "config.precision='fp16' needs a CUDA GPU (its gradient scaler is "
+            f"CUDA's); on {device.type} use 'bf16' or 'fp32'"
+        )
+    return torch.float16, True
+
+
+class _DataParallel(torch.nn.parallel.DistributedDataParallel):
+    """DistributedDataParallel that lets a loss read the model's attributes
+    (``prediction``, ``n_classes``) as it would on the bare model."""
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
+
+
+def _world() -> tuple[int, int]:
+    """(rank, number of processes) of the data-parallel run this process belongs to;
+    (0, 1) outside one."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_mean(tensor: torch.Tensor, world: int) -> torch.Tensor:
+    """The mean of ``tensor`` over the processes (itself in a single process)."""
+    if world > 1:
+        tensor = tensor.clone()
+        torch.distributed.all_reduce(tensor)
+        tensor /= world
+    return tensor
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a nan or inf loss (or gradient); raised by :func:`train` at the
+    first log line or save after it, before anything is saved. Chapter 10."""
+
+
+def _diverged(first: int, last: int, config: TrainConfig, saved: int | None):
+    where = (
+        f"the last checkpoint {config.checkpoint!r} (step {saved}) was saved before "
+        "it and is intact; "
+        if saved is not None
+        else "no checkpoint was saved by this call; "
+    )
+    return NonFiniteLossError(
+        f"training diverged: a nan or inf loss or gradient in steps {first}-{last} "
+        f"(the interval checked at step {last}; log_every={config.log_every}). "
+        + where
+        + "lower config.lr, keep config.grad_clip on, or try config.precision='fp32'"
+    )
 
 
 def train(
@@ -220,13 +329,32 @@ def train(
     ``config.checkpoint_every`` steps and at the end, and a later call with the same
     config, loss and data resumes from it; with any of them changed it refuses, saying
     what differs (Chapter 10).
+
+    Called in every process of a ``torchrun`` launch (after
+    ``torch.distributed.init_process_group``), it trains data-parallel: every process
+    draws the same global batch and keeps its share, ``batch_size / world`` rows, and
+    the loss draws its times and noise through a :class:`dmlib.noise.Shard`, so the
+    run computes what one process would on the same global batch. Rank 0 logs, shows the
+    progress bar and saves. A nan or inf loss (or, without a gradient scaler, gradient
+    norm) stops the run with :class:`NonFiniteLossError` at the next log line or save,
+    whichever comes first, and nothing is saved after it (Chapter 10).
     """
     config = config or TrainConfig()
     _check_config(config, data, labels, model)
     null_label = getattr(model, "n_classes", None)
+    rank, world = _world()
+    if config.batch_size % world:
+        raise ValueError(
+            f"config.batch_size ({config.batch_size}) is the global batch and must "
+            f"divide evenly between the {world} processes of this run"
+        )
+    local = config.batch_size // world
 
     device = get_device(config.device)
+    autocast_dtype, scaled = amp_policy(config.precision, device)
     model = model.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     ema = None
     if config.ema_decay is not None:
         ema = copy.deepcopy(model).requires_grad_(False)
@@ -236,6 +364,9 @@ def train(
     opt = torch.optim.AdamW(
         params, lr=config.lr, weight_decay=config.weight_decay, foreach=True
     )
+    # fp16 only: scales the loss so small gradients survive in half precision; it skips
+    # a step whose gradients overflowed and lowers the scale (a no-op when disabled)
+    scaler = torch.amp.GradScaler(device.type, enabled=scaled)
     ema_params, ema_buffers = [], []
     if ema is not None:
         ema_params = [
@@ -252,9 +383,11 @@ def train(
         return config.lr_min_ratio + (1 - config.lr_min_ratio) * 0.5 * cosine
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    g = torch.Generator().manual_seed(config.seed)
+    g = torch.Generator(device if config.rng == "device" else "cpu")
+    g.manual_seed(config.seed)
     # running: this log interval's losses, 0-d tensors on the device
     start, history, running = 0, [], []
+    saved_step = None
     inputs = _inputs(loss, data, labels) if config.checkpoint is not None else None
     if (
         config.checkpoint is not None
@@ -263,13 +396,14 @@ def train(
     ):
         if checkpoint.unfinished_first_save(config.checkpoint):
             weights, record = checkpoint.files(config.checkpoint)
-            warnings.warn(
-                f"{weights} has no record {record.name} and no backup beside it: "
-                "the first save of this run was interrupted before its record was "
-                "written. It is not a checkpoint; "
-                "starting from step 0 and overwriting it",
-                stacklevel=2,
-            )
+            if rank == 0:
+                warnings.warn(
+                    f"{weights} has no record {record.name} and no backup beside it: "
+                    "the first save of this run was interrupted before its record was "
+                    "written. It is not a checkpoint; "
+                    "starting from step 0 and overwriting it",
+                    stacklevel=2,
+                )
         else:
             saved = checkpoint.read_record(config.checkpoint)
             _check_same_run(saved, config, inputs, config.checkpoint)
@@ -280,31 +414,70 @@ def train(
                 optimizer=opt,
                 scheduler=sched,
                 generator=g,
+                scaler=scaler,
             )
             start, history = state["step"], state["history"]
+            saved_step = start
             # (n,) -> n tensors of shape ()
             running = list(state["running"].to(device))
+
+    # what the loss calls: the model, wrapped for several processes and compiled
+    net = model
+    if world > 1:
+        ids = [device] if device.type == "cuda" else None
+        net = _DataParallel(model, device_ids=ids)
+    if config.compile:
+        net = torch.compile(net)
+    draws = g if world == 1 else noise.Shard(g, rank, world)
+    # a device-side flag: did any step since the last check see a nan or inf?
+    bad = torch.zeros((), dtype=torch.bool, device=device)
+    checked = start  # the last step the flag was read at
+
+    def check(step):  # sync: one host read, at a log line or a save
+        nonlocal checked
+        flag = _all_mean(bad.float(), world)
+        if flag.item() > 0:  # sync: reads the flag (a log line or a save only)
+            raise _diverged(checked + 1, step, config, saved_step)
+        checked = step
 
     model.train()
     bar = progress(
         range(start, config.steps),
         desc="training",
-        disable=not config.progress,
+        disable=not config.progress or rank != 0,
         initial=start,
         total=config.steps,
     )
+    clock = time.perf_counter()
     for step in bar:
         x0, y = _batch(data, labels, config.batch_size, g, device)
         if y is not None and config.label_dropout > 0:
             u = noise.rand((y.shape[0],), generator=g, device=device)
             drop = u < config.label_dropout
             y = torch.where(drop, torch.full_like(y, null_label), y)
-        value = loss(model, x0, y, g)
+        if world > 1:  # this process's share of the global batch
+            x0 = x0[rank * local:(rank + 1) * local]
+            y = y[rank * local:(rank + 1) * local] if y is not None else None
+        if config.channels_last and x0.dim() == 4:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(
+            device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+        ):
+            value = loss(net, x0, y, draws)
         opt.zero_grad(set_to_none=True)
-        value.backward()
+        scaler.scale(value).backward()
         if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
-        opt.step()
+            scaler.unscale_(opt)  # clip the true gradients (no-op without fp16)
+            norm = torch.nn.utils.clip_grad_norm_(
+                params, config.grad_clip, foreach=True
+            )
+            if not scaled:  # with fp16 an overflow is the scaler's business
+                bad |= ~torch.isfinite(norm)
+        bad |= ~torch.isfinite(value.detach())
+        # sync (fp16 only): the scaler reads whether the gradients overflowed, once per
+        # step, to skip that step (torch's GradScaler); a no-op in bf16 and fp32
+        scaler.step(opt)
+        scaler.update()
         sched.step()
         if ema is not None:
             with torch.no_grad():
@@ -315,32 +488,50 @@ def train(
                     p_ema.lerp_(p, 1 - decay)
                 for b_ema, b in ema_buffers:
                     b_ema.copy_(b)
-        running.append(value.detach())
+        running.append(value.detach().float())
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-            # sync: the one host read per log interval, (n,) -> n floats
-            values = torch.stack(running).tolist()
+            # sync: the one host read per log interval: the interval's losses
+            # (averaged over the processes) and the nan flag, (n + 1,) -> floats
+            both = torch.cat([torch.stack(running), bad.float()[None]])
+            values = _all_mean(both, world).tolist()
+            if values[-1] > 0:
+                raise _diverged(checked + 1, step + 1, config, saved_step)
+            checked = step + 1
+            values = values[:-1]
             history.append((step + 1, sum(values) / len(values)))
-            bar.set_postfix(loss=f"{history[-1][1]:.4f}")
+            now = time.perf_counter()
+            rate = len(values) * config.batch_size / max(now - clock, 1e-9)
+            clock = now
+            bar.set_postfix(loss=f"{history[-1][1]:.4f}", img_s=f"{rate:.0f}")
             running = []
         if config.checkpoint is not None and (
             step + 1 == config.steps
             or (config.checkpoint_every and (step + 1) % config.checkpoint_every == 0)
         ):
+            if checked != step + 1:
+                check(step + 1)  # never save a diverged state
+            if world > 1 and running:  # the interval so far, averaged over processes
+                running = list(_all_mean(torch.stack(running), world))
             # sync: copies the training state to the host,
-            # once per checkpoint_every steps
-            checkpoint.save_training_state(
-                config.checkpoint,
-                model=model,
-                ema=ema,
-                optimizer=opt,
-                scheduler=sched,
-                generator=g,
-                step=step + 1,
-                history=history,
-                running=running,
-                config=asdict(config),
-                inputs=inputs,
-            )
+            # once per checkpoint_every steps; only rank 0 writes
+            if rank == 0:
+                checkpoint.save_training_state(
+                    config.checkpoint,
+                    model=model,
+                    ema=ema,
+                    optimizer=opt,
+                    scheduler=sched,
+                    generator=g,
+                    scaler=scaler,
+                    step=step + 1,
+                    history=history,
+                    running=running,
+                    config=asdict(config),
+                    inputs=inputs,
+                )
+            if world > 1:
+                torch.distributed.barrier()  # no process runs ahead of the save
+            saved_step = step + 1
     model.eval()
     if ema is not None:
         ema.eval()
@@ -530,6 +721,41 @@ def _clock_start(runs: Path, fresh: bool) -> float:
     return before
 
 
+def init_distributed(device: str | None = None) -> str | None:
+    """Join the process group of a ``torchrun`` launch and return this process's device.
+
+    Outside ``torchrun`` (no ``WORLD_SIZE`` > 1 in the environment) it does nothing and
+    returns ``device``. Inside, each process trains on the GPU of its ``LOCAL_RANK``
+    (backend nccl) or on the CPU (backend gloo, for tests and for machines without a GPU).
+    Chapter 10.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return device
+    dist = torch.distributed
+    if not dist.is_available():
+        raise RuntimeError(
+            "this build of torch has no torch.distributed; it cannot run under torchrun"
+        )
+    want = device or os.environ.get("DMLIB_DEVICE") or None
+    dev = get_device(want)
+    if dev.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        dev = get_device(f"cuda:{local}")  # a clear error when this node has too few GPUs
+        torch.cuda.set_device(dev)
+        backend = "nccl"
+    elif dev.type == "cpu":
+        backend = "gloo"
+    else:
+        raise ValueError(
+            "data-parallel training runs on CUDA GPUs (nccl) or on CPUs (gloo), "
+            f"not on {dev.type}; launch one process without torchrun instead"
+        )
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return str(dev)
+
+
 def run(
     cfg: dict,
     *,
@@ -570,10 +796,14 @@ def run(
         images = images.to(dev)  # MNIST is 157 MB as float32: kept where the model is
         labels = labels.to(dev) if labels is not None else None
     model = build_model(cfg)
-    runs.mkdir(parents=True, exist_ok=True)
-    spent = _clock_start(runs, fresh)
+    rank, world = _world()
+    if rank == 0:
+        runs.mkdir(parents=True, exist_ok=True)
+        spent = _clock_start(runs, fresh)
     start = time.perf_counter()
     result = train(model, build_loss(cfg), images, tcfg, labels=labels)
+    if rank != 0:  # rank 0 evaluates and saves; the others are done
+        return None
     spent += time.perf_counter() - start
     _clock_write(runs, spent, None)
     best = result.best
@@ -685,17 +915,26 @@ def main(argv=None) -> int:
             f"[dmlib.train] exported {cfg['name']} at step {record['step']}; metrics {record['metrics']}"
         )
         return 0
-    record = run(
-        cfg,
-        runs=args.runs,
-        out=args.out,
-        steps=args.steps,
-        device=args.device,
-        fresh=args.fresh,
-    )
-    print(
-        f"[dmlib.train] {cfg['name']}: step {record['step']} on {record['device']}; metrics {record['metrics']}"
-    )
+    device = init_distributed(args.device)
+    try:
+        record = run(
+            cfg,
+            runs=args.runs,
+            out=args.out,
+            steps=args.steps,
+            device=device,
+            fresh=args.fresh,
+        )
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if record is not None:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        procs = f" ({world} processes)" if world > 1 else ""
+        print(
+            f"[dmlib.train] {cfg['name']}: step {record['step']} on {record['device']}{procs}; "
+            f"metrics {record['metrics']}"
+        )
     return 0
 
 

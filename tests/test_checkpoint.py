@@ -371,6 +371,39 @@ def test_interrupted_run_resumes_bit_identical(tmp_path):
     assert checkpoint.read_record(tmp_path / "run")["step"] == 40
 
 
+def test_interrupted_run_with_a_gradient_scaler_resumes_bit_identical(tmp_path, monkeypatch):
+    # fp16's gradient scaler (CUDA only in dmlib) exercised on the CPU: its scale and growth
+    # tracker go into the checkpoint, and a resumed run continues with them
+    from dmlib import train as train_module
+
+    monkeypatch.setattr(train_module, "amp_policy", lambda precision, device: (torch.bfloat16, True))
+    config = TrainConfig(**RUN, checkpoint=str(tmp_path / "run"), checkpoint_every=20)
+    whole = _fit(replace(config, checkpoint=None))
+    with pytest.raises(Interrupted):
+        _fit(config, interrupt_at=25)
+    record = checkpoint.read_record(tmp_path / "run")
+    assert record["step"] == 20 and record["scaler"]["scale"] == 65536.0
+    resumed = _fit(config, init_seed=99)
+    assert resumed.history == whole.history
+    for p, q in zip(resumed.model.parameters(), whole.model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_a_checkpoint_without_the_new_settings_still_resumes(tmp_path):
+    # a run saved before TrainConfig had precision, compile, channels_last and rng: the
+    # missing fields had their defaults then
+    config = TrainConfig(**{**RUN, "steps": 10}, checkpoint=str(tmp_path / "run"), checkpoint_every=5)
+    with pytest.raises(Interrupted):
+        _fit(config, interrupt_at=7)
+    weights, record_path = checkpoint.files(tmp_path / "run")
+    record = json.loads(record_path.read_text())
+    for name in ("precision", "compile", "channels_last", "rng"):
+        del record["config"][name]
+    record["record_sha256"] = checkpoint._record_sha256(record)
+    record_path.write_text(json.dumps(record, indent=2))
+    assert _fit(config).history[-1][0] == 10
+
+
 def test_resume_needs_the_same_settings(tmp_path):
     config = TrainConfig(**{**RUN, "steps": 10}, checkpoint=str(tmp_path / "run"))
     _fit(config)
