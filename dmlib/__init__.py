@@ -12,7 +12,9 @@ that introduces it):
 * :mod:`dmlib.flow`        probability paths, reflow pairs, minibatch OT, straightness
 * :mod:`dmlib.guidance`    classifier and classifier-free guidance
 * :mod:`dmlib.likelihood`  exact log-likelihood through the probability-flow ODE
-* :mod:`dmlib.train`       the one training loop (EMA, clipping, resume) and ``python -m dmlib.train``
+* :mod:`dmlib.train`       the one training loop (EMA, clipping, resume, mixed precision,
+                           data-parallel) and ``python -m dmlib.train``
+* :mod:`dmlib.perf`        honest timing, FLOPs and model FLOPs utilisation (MFU)
 * :mod:`dmlib.checkpoint`  safetensors weights with a hashed JSON record, atomic saves, resume state
 * :mod:`dmlib.shipped`     shipped checkpoints, their manifest, load_or_train
 * :mod:`dmlib.metrics`     sample-quality metrics and their floors; image features, FD, KID
@@ -30,8 +32,8 @@ __version__ = "0.1.0"
 import importlib
 
 from . import (  # noqa: E402,F401
-    checkpoint, diffusion, flow, guidance, likelihood, losses, metrics, nn, noise, ontrack, plot, run, samplers,
-    schedules, shipped, spectrum, toy,
+    checkpoint, diffusion, flow, guidance, likelihood, losses, metrics, nn, noise, ontrack, perf, plot, run,
+    samplers, schedules, shipped, spectrum, toy,
 )
 
 _ON_DEMAND = ("data", "train", "grading")  # also command-line programs (python -m dmlib.train): imported when first used

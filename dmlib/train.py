@@ -95,6 +95,9 @@ class TrainResult:
     ema: torch.nn.Module | None
     # (step, mean loss over the last log_every steps)
     history: list = field(default_factory=list)
+    # (step, images per second over the last log interval), timed between the host
+    # reads of two log lines, so it counts finished work on a GPU too (Chapter 10)
+    rates: list = field(default_factory=list)
 
     @property
     def best(self) -> torch.nn.Module:
@@ -386,7 +389,7 @@ def train(
     g = torch.Generator(device if config.rng == "device" else "cpu")
     g.manual_seed(config.seed)
     # running: this log interval's losses, 0-d tensors on the device
-    start, history, running = 0, [], []
+    start, history, running, rates = 0, [], [], []
     saved_step = None
     inputs = _inputs(loss, data, labels) if config.checkpoint is not None else None
     if (
@@ -502,6 +505,7 @@ def train(
             now = time.perf_counter()
             rate = len(values) * config.batch_size / max(now - clock, 1e-9)
             clock = now
+            rates.append((step + 1, rate))
             bar.set_postfix(loss=f"{history[-1][1]:.4f}", img_s=f"{rate:.0f}")
             running = []
         if config.checkpoint is not None and (
@@ -535,7 +539,7 @@ def train(
     model.eval()
     if ema is not None:
         ema.eval()
-    return TrainResult(model, ema, history)
+    return TrainResult(model, ema, history, rates)
 
 
 # -- the entry point: python -m dmlib.train CONFIG ---------------------------------------------
