@@ -8,7 +8,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["samplers_nfe", "flow2d", "ddim_vs_ddpm", "device_core", "samplers_peer", "mnist_quickstart",
-           "mnist_samplers", "mnist_guidance"]
+           "mnist_samplers", "mnist_guidance", "train_throughput",
+           "mnist_gpu5min"]
 
 
 def _load(name):
