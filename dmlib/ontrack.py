@@ -187,3 +187,57 @@ def check_samples(
                   and values["accuracy"] < min_accuracy)
     hints = LABEL_HINTS + SAMPLE_HINTS if label_miss else SAMPLE_HINTS
     return _finish(ok, values, text, hints, strict)
+
+
+# Chapter 10: is a training run using its device, and does mixed precision match fp32?
+SPEED_HINTS = (
+    "the model or the data left on the CPU while a GPU is present (check .device)",
+    "a host read in every step (loss.item(), printing, a Python-side nan check)",
+    "fp32 on a GPU with 16-bit tensor cores (config.precision='auto' picks bf16 or fp16)",
+    "a batch too small to fill the device, or a timing that includes the first, "
+    "warm-up steps (compilation, autotuning)",
+)
+PRECISION_HINTS = (
+    "fp16 without a gradient scaler: small gradients flush to zero",
+    "a reduction (a loss mean, a norm's variance) computed in 16 bits instead of fp32",
+    "different seeds or data order in the two runs, so they are not the same run",
+)
+
+
+def check_throughput(flops_per_step: float, seconds_per_step: float, peak_tflops: float,
+                     *, min_mfu: float, strict: bool = False) -> Verdict:
+    """Does a training step use at least ``min_mfu`` of the device's peak? Chapter 10.
+
+    The model FLOPs utilisation is ``flops_per_step / seconds_per_step`` over
+    ``peak_tflops`` (TFLOP/s; :func:`dmlib.perf.peak_tflops` for a GPU, a measured
+    matrix-multiplication rate for a CPU). A small model cannot fill a large GPU, so
+    ``min_mfu`` is a floor that catches gross errors, not a target.
+    """
+    for value, name in ((flops_per_step, "flops_per_step"),
+                        (seconds_per_step, "seconds_per_step"), (peak_tflops, "peak_tflops")):
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not (isinstance(min_mfu, (int, float)) and 0 <= min_mfu <= 1):
+        raise ValueError(f"min_mfu must be a fraction in [0, 1], got {min_mfu!r}")
+    achieved = flops_per_step / seconds_per_step / 1e12  # TFLOP/s
+    mfu = achieved / peak_tflops
+    text = (f"a training step runs at {achieved:.3g} TFLOP/s, {mfu:.2%} of the peak "
+            f"{peak_tflops:.3g} TFLOP/s (needs >= {min_mfu:.2%}).")
+    return _finish(mfu >= min_mfu, {"tflops": achieved, "mfu": mfu}, text, SPEED_HINTS,
+                   strict)
+
+
+def check_precision(loss_fp32: float, loss_low: float, *, rtol: float = 0.05,
+                    strict: bool = False) -> Verdict:
+    """Does a run in bf16 (or fp16) reach the loss of the same run in fp32, within a
+    relative ``rtol``? Chapter 10."""
+    for value, name in ((loss_fp32, "loss_fp32"), (loss_low, "loss_low")):
+        if not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+    if not (isinstance(rtol, (int, float)) and rtol > 0):
+        raise ValueError(f"rtol must be positive, got {rtol!r}")
+    gap = abs(loss_low - loss_fp32) / abs(loss_fp32) if loss_fp32 else float("inf")
+    ok = bool(gap <= rtol)  # False for a nan loss
+    text = (f"the low-precision run ends at a loss of {loss_low:.4f}, the fp32 run at "
+            f"{loss_fp32:.4f}: {gap:.2%} apart (allowed {rtol:.0%}).")
+    return _finish(ok, {"gap": gap}, text, PRECISION_HINTS, strict)

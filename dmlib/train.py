@@ -14,6 +14,11 @@ is saved with :mod:`dmlib.checkpoint`, and a run that was interrupted continues 
 last save and ends exactly where an uninterrupted run would have (Chapter 10). It
 continues only the same run: the same config, loss and data, which the checkpoint's
 record describes.
+
+For GPUs (Chapter 10): mixed precision chosen by the device (:func:`amp_policy`),
+``torch.compile``, channels_last, a nan/inf guard that costs no per-step sync, and
+data-parallel training in every process of a ``torchrun`` launch (:func:`init_distributed`),
+which computes what one process would on the same global batch.
 """
 
 from __future__ import annotations
@@ -274,6 +279,8 @@ class _DataParallel(torch.nn.parallel.DistributedDataParallel):
         try:
             return super().__getattr__(name)
         except AttributeError:
+            if name == "module":  # not set yet (inside __init__): no recursion
+                raise
             return getattr(self.module, name)
 
 
