@@ -23,22 +23,28 @@ _DRAW_DTYPES = (torch.float32, torch.float64)
 
 
 class Shard:
-    """One process's share of the draws of a global batch (data-parallel training, Chapter 10).
+    """One process's share of the draws of a global batch (data-parallel training,
+    Chapter 10).
 
-    ``world`` processes train on one global batch of ``world * b`` examples, ``b`` each. Every
-    process holds the same ``generator`` (same seed, same state); a draw of shape ``(b, ...)``
-    through a ``Shard`` draws the global ``(world * b, ...)`` and keeps rows
-    ``rank * b`` to ``(rank + 1) * b``. The processes together therefore see exactly the numbers
-    one process would draw for the global batch, and their generators stay equal. Pass it where
-    a loss takes a generator; the draws of :mod:`dmlib.noise` accept it (the leading dimension
-    must be the batch).
+    ``world`` processes train on one global batch of ``world * b`` examples, ``b`` each.
+    Every process holds the same ``generator`` (same seed, same state); a draw of shape
+    ``(b, ...)`` through a ``Shard`` draws the global ``(world * b, ...)`` and keeps
+    rows ``rank * b`` to ``(rank + 1) * b``. Together the processes see exactly the
+    numbers one process would draw for the global batch, and their generators stay
+    equal. Pass it where a loss takes a generator; the draws of :mod:`dmlib.noise`
+    accept it (the leading dimension must be the batch).
     """
 
     def __init__(self, generator: torch.Generator, rank: int, world: int):
         if not isinstance(generator, torch.Generator):
-            raise TypeError(f"Shard needs a torch.Generator, got {type(generator).__name__}")
-        if not (isinstance(world, int) and world >= 1 and isinstance(rank, int) and 0 <= rank < world):
-            raise ValueError(f"Shard needs 0 <= rank < world, got rank={rank!r}, world={world!r}")
+            raise TypeError(
+                f"Shard needs a torch.Generator, got {type(generator).__name__}"
+            )
+        ok = isinstance(world, int) and isinstance(rank, int) and 0 <= rank < world
+        if not ok:
+            raise ValueError(
+                f"Shard needs 0 <= rank < world, got rank={rank!r}, world={world!r}"
+            )
         self.generator, self.rank, self.world = generator, rank, world
 
     @property
@@ -52,7 +58,7 @@ class Shard:
         """``fn(global_shape, generator=...)`` restricted to this process's rows."""
         shape = tuple(shape)
         if not shape:
-            raise ValueError("a sharded draw needs a leading batch dimension, got shape ()")
+            raise ValueError("a sharded draw needs a leading batch dimension, got ()")
         n = shape[0]
         out = fn((n * self.world, *shape[1:]), generator=self.generator, **kwargs)
         return out[self.rank * n:(self.rank + 1) * n]

@@ -214,7 +214,8 @@ def check_throughput(flops_per_step: float, seconds_per_step: float, peak_tflops
     ``min_mfu`` is a floor that catches gross errors, not a target.
     """
     for value, name in ((flops_per_step, "flops_per_step"),
-                        (seconds_per_step, "seconds_per_step"), (peak_tflops, "peak_tflops")):
+                        (seconds_per_step, "seconds_per_step"),
+                        (peak_tflops, "peak_tflops")):
         if not (isinstance(value, (int, float)) and value > 0):
             raise ValueError(f"{name} must be a positive number, got {value!r}")
     if not (isinstance(min_mfu, (int, float)) and 0 <= min_mfu <= 1):

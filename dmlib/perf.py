@@ -62,8 +62,8 @@ def peak_tflops(device=None) -> tuple[float, str] | None:
 
 
 def synchronize(device) -> None:
-    """Wait until ``device`` has finished its queued work (nothing to wait for on a CPU).
-    Chapter 10."""
+    """Wait until ``device`` has finished its queued work (nothing to wait for on a
+    CPU). Chapter 10."""
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -73,7 +73,8 @@ def synchronize(device) -> None:
 
 def time_steps(step, *, device, warmup: int = 5, iters: int = 20) -> float:
     """Seconds per call of ``step()``, measured honestly: ``warmup`` calls first (not
-    timed), then ``iters`` calls between two synchronisations of ``device``. Chapter 10."""
+    timed), then ``iters`` calls between two synchronisations of ``device``.
+    Chapter 10."""
     _check.positive_int(iters, "iters")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
@@ -91,9 +92,11 @@ def train_step_flops(model: torch.nn.Module, loss, x0: torch.Tensor, y=None,
                      generator: torch.Generator | None = None) -> int:
     """Floating-point operations of one training step on the batch ``x0``: the loss's
     forward pass and its backward pass, counted by :class:`torch.utils.flop_counter.
-    FlopCounterMode` (matrix multiplications, convolutions and attention; a multiply-add
-    counts 2). The optimiser's element-wise update is not counted, as MFU conventionally
-    leaves it out. Chapter 10."""
+    FlopCounterMode` (matrix multiplications and convolutions, a multiply-add counting
+    2, and fused attention where torch registers its kernel: the CUDA kernels, not the
+    CPU one of torch 2.13, which counts 0; Chapter 10 measures the gap). The optimiser's
+    element-wise update is not counted, as MFU conventionally leaves it out.
+    Chapter 10."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
@@ -108,8 +111,11 @@ def train_step_flops(model: torch.nn.Module, loss, x0: torch.Tensor, y=None,
 
 def mfu(flops_per_step: float, seconds_per_step: float, peak: float) -> float:
     """Model FLOPs utilisation: achieved FLOP/s over the peak ``peak`` (in TFLOP/s), a
-    fraction in [0, 1] (a value above 1 means a wrong peak or a wrong timing). Chapter 10."""
+    fraction in [0, 1] (a value above 1 means a wrong peak or a wrong timing).
+    Chapter 10."""
     if not (flops_per_step > 0 and seconds_per_step > 0 and peak > 0):
-        raise ValueError("mfu needs positive flops_per_step, seconds_per_step and peak, got "
-                         f"{flops_per_step}, {seconds_per_step}, {peak}")
+        raise ValueError(
+            "mfu needs positive flops_per_step, seconds_per_step and peak, got "
+            f"{flops_per_step}, {seconds_per_step}, {peak}"
+        )
     return flops_per_step / seconds_per_step / (peak * 1e12)
