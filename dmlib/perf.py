@@ -24,14 +24,19 @@ from . import _check
 # 8.0 on, fp16 before (a T4 or V100 has no bf16 tensor cores). Matched against
 # torch.cuda.get_device_name(), first match wins: put specific names before general ones.
 PEAK_TFLOPS = (
+    ("H200 NVL", 835.0, "bf16"),
     ("H200", 989.0, "bf16"),  # H200 SXM: the H100 SXM's tensor cores
+    ("H100 NVL", 835.0, "bf16"),
     ("H100 PCIe", 756.0, "bf16"),
     ("H100", 989.0, "bf16"),  # H100 SXM
     ("A100", 312.0, "bf16"),
     ("L40S", 362.0, "bf16"),
+    ("L40", 181.0, "bf16"),
     ("L4", 121.0, "bf16"),
     ("T4", 65.0, "fp16"),
-    ("V100", 125.0, "fp16"),
+    ("V100S", 130.0, "fp16"),
+    ("V100-PCIE", 112.0, "fp16"),  # as the driver names it
+    ("V100", 125.0, "fp16"),  # V100 SXM2
 )
 PEAK_ENV = "DMLIB_PEAK_TFLOPS"
 

@@ -494,8 +494,8 @@ def train(
                 # warm-up of the decay, so the random initial weights are
                 # forgotten quickly
                 decay = min(config.ema_decay, (1 + step) / (10 + step))
-                for p_ema, p in zip(ema_params, params):
-                    p_ema.lerp_(p, 1 - decay)
+                # one kernel for all tensors, not one launch per tensor
+                torch._foreach_lerp_(ema_params, params, 1 - decay)
                 for b_ema, b in ema_buffers:
                     b_ema.copy_(b)
         running.append(value.detach().float())

@@ -2,6 +2,7 @@
 torchrun end where one process ends on the same global batch; the SLURM launch script starts
 the training entry point; the process-group set-up refuses what it cannot do."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -127,6 +128,38 @@ def test_slurm_script_launches_the_entry_point_on_every_process(tmp_path, fake_m
     two = load_file(tmp_path / "out" / "tiny_test.safetensors")
     ref = load_file(tmp_path / "out1" / "tiny_test.safetensors")
     assert _gap({k: v.float() for k, v in two.items()}, {k: v.float() for k, v in ref.items()}) <= 1e-3
+
+
+def test_slurm_script_requeues_the_job_before_its_time_limit(tmp_path):
+    # SLURM sends USR1 two minutes before the limit (#SBATCH --signal=B:USR1@120): the
+    # script asks scontrol to requeue the job; here srun is a stand-in that just waits
+    import signal
+    import time
+
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    calls = tmp_path / "scontrol.log"
+    (bin_ / "srun").write_text("#!/bin/bash\nexec sleep 60 > /dev/null\n")
+    (bin_ / "scontrol").write_text(
+        f'#!/bin/bash\necho "$@" >> {calls}\n[ "$1" = show ] && echo localhost\nexit 0\n')
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "node1",
+           "SLURM_NNODES": "1", "SLURM_JOB_ID": "7", "SLURM_GPUS_ON_NODE": "2"}
+    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "slurm_train.sh"), "mnist_cond"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        line = proc.stdout.readline()  # the script is waiting for srun now
+        assert "1 node(s) x 2 process(es), rendezvous at localhost:20007" in line
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGUSR1)
+        out = proc.communicate(timeout=30)[0]
+    finally:  # the stand-in srun is in the script's process group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "requeueing job 7" in out
+    assert "requeue 7" in calls.read_text()
 
 
 def _free_port() -> int:

@@ -60,6 +60,12 @@ def test_time_steps_refuses_bad_counts():
     ("NVIDIA H100 PCIe", (756.0, "bf16")),
     ("NVIDIA A100-SXM4-80GB", (312.0, "bf16")),
     ("Tesla T4", (65.0, "fp16")),
+    ("NVIDIA H100 NVL", (835.0, "bf16")),
+    ("NVIDIA L40", (181.0, "bf16")),
+    ("NVIDIA L4", (121.0, "bf16")),
+    ("Tesla V100-SXM2-16GB", (125.0, "fp16")),
+    ("Tesla V100-PCIE-32GB", (112.0, "fp16")),
+    ("Tesla V100S-PCIE-32GB", (130.0, "fp16")),
     ("NVIDIA GeForce GTX 1080", None),
 ])
 def test_peak_of_a_gpu_by_name(monkeypatch, name, expected):
