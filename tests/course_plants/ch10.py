@@ -40,6 +40,16 @@ def largest_safe_scale(max_abs):
         "fails": ["ex10_2_check"],
     },
     {
+        "name": "shard_draws_only_its_rows",
+        # each process draws shape[0] rows of its own from the seed: every rank gets the
+        # same numbers, and the result depends on the number of processes
+        "answers": {"ex10_4_answer": '''\
+def shard_randn(seed, rank, world, shape):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+'''},
+        "fails": ["ex10_4_check"],
+    },
+    {
         "name": "calls_noise_shard",
         "calls_dmlib": True,
         # Exercise 10.4 asks for what noise.Shard does; it is switched off while grading
