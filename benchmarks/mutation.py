@@ -288,7 +288,8 @@ MUTANTS = [
     M("cg-model-conditional", "guidance.py", "out = self.model(x_t, t, None)", "out = self.model(x_t, t, y)",
       "classifier guidance calls the model with the labels"),
     # -- train.py ----------------------------------------------------------------------------
-    M("ema-decay-swapped", "train.py", "p_ema.lerp_(p, 1 - decay)", "p_ema.lerp_(p, decay)",
+    M("ema-decay-swapped", "train.py", "torch._foreach_lerp_(ema_params, params, 1 - decay)",
+      "torch._foreach_lerp_(ema_params, params, decay)",
       "EMA with decay and 1 - decay swapped (reviewer)"),
     M("ema-warmup-max", "train.py", "decay = min(config.ema_decay, (1 + step) / (10 + step))",
       "decay = max(config.ema_decay, (1 + step) / (10 + step))", "EMA warm-up with max, not min"),

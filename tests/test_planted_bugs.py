@@ -252,7 +252,8 @@ def flow_matching_ignores_ot(mp):
 
 def ema_decay_swapped(mp):
     """ema <- (1 - decay) ema + decay theta: decay and 1 - decay swapped in the training loop."""
-    _mutant(mp, T, "train", "p_ema.lerp_(p, 1 - decay)", "p_ema.lerp_(p, decay)")
+    _mutant(mp, T, "train", "torch._foreach_lerp_(ema_params, params, 1 - decay)",
+            "torch._foreach_lerp_(ema_params, params, decay)")
 
 
 def sliced_wasserstein_missing_sqrt(mp):
