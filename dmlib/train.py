@@ -555,8 +555,8 @@ def train(
 # description builds the model and trains it in a chapter (quick budgets) and on the command
 # line (full budgets), so a shipped checkpoint and a learner's own run are the same recipe.
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-MODEL_KINDS = ("unet", "digit_classifier", "noisy_classifier")
-OBJECTIVES = ("diffusion", "flow_matching", "classifier", "noisy_classifier")
+MODEL_KINDS = ("unet", "digit_classifier", "noisy_classifier", "autoencoder", "dit")
+OBJECTIVES = ("diffusion", "flow_matching", "classifier", "noisy_classifier", "autoencoder")
 
 
 def load_config(name_or_path) -> dict:
@@ -600,11 +600,15 @@ def build_model(cfg: dict) -> torch.nn.Module:
 
 
 def _build_model(cfg: dict) -> torch.nn.Module:
-    from .nn import classifier, unet
+    from .nn import autoencoder, classifier, dit, unet
 
     kind, params = cfg["model"]["kind"], dict(cfg["model"].get("config", {}))
     if kind == "unet":
         return unet.UNet(unet.UNetConfig.from_dict(params))
+    if kind == "autoencoder":
+        return autoencoder.Autoencoder(autoencoder.AutoencoderConfig.from_dict(params))
+    if kind == "dit":
+        return dit.DiT(dit.DiTConfig.from_dict(params))
     if kind == "digit_classifier":
         return classifier.DigitClassifier(classifier.DigitClassifierConfig(**params))
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
@@ -628,6 +632,8 @@ def build_loss(cfg: dict):
         return cross_entropy
     if kind == "flow_matching":
         return losses.flow_matching_loss(**obj)
+    if kind == "autoencoder":
+        return losses.autoencoder_loss(**obj)
     schedule = get_schedule(obj.pop("schedule", "cosine"))
     if kind == "noisy_classifier":
         return losses.classifier_loss(schedule, **obj)
@@ -635,10 +641,16 @@ def build_loss(cfg: dict):
 
 
 def load_data(cfg: dict, split: str | None = None):
-    """``(images, labels or None, description)`` of the config's ``data`` section. Chapter 7."""
+    """``(images, labels or None, description)`` of the config's ``data`` section; for a
+    latent model (``"latent": "NAME"``, Chapter 12) the images are the scaled latents of
+    :func:`dmlib.latent.latent_data`. Chapter 7."""
     from . import data as mnist
 
     d = cfg["data"]
+    if d.get("latent"):
+        from .latent import latent_data
+
+        return latent_data(cfg, split)[:3]
     if d.get("dataset", "mnist") != "mnist":
         raise ValueError(f"data.dataset must be 'mnist', got {d.get('dataset')!r}")
     ds = mnist.load_mnist(
@@ -690,6 +702,22 @@ def evaluate(
             )
         return out
     images, labels, _ = load_data(cfg, "validation")
+    if kind == "autoencoder":  # Chapter 11: reconstruction from the posterior mean, KL, latent spread
+        from .latent import encode_means, latent_stats
+        from .nn.autoencoder import kl_to_standard_normal
+
+        x0 = images[: min(n, images.shape[0])]
+        means = encode_means(model, x0)
+        x_hat = torch.cat([model.decode(means[i : i + 500].to(device)).cpu() for i in range(0, len(means), 500)])
+        _, logvar = model.encode(x0[:500].to(device))
+        scale, shift = latent_stats(means)
+        return {
+            "validation_mse": float(((x_hat - x0) ** 2).mean()),
+            "validation_kl_per_dim": float(kl_to_standard_normal(means[:500].to(device), logvar).mean()
+                                           / means[0].numel()),
+            "latent_scale": scale,
+            "latent_shift": shift,
+        }
     loss = build_loss(cfg)
     g = torch.Generator().manual_seed(seed)
     n = min(n, images.shape[0])  # the 5,000-digit subset has 500 validation digits

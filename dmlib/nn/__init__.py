@@ -1,15 +1,19 @@
 """Networks of the book: time embeddings and an MLP denoiser for 2D data (Chapter 2), a U-Net
-for images and two digit classifiers (Chapters 7-9).
+for images and two digit classifiers (Chapters 7-9), a KL-regularised autoencoder (Chapter 11)
+and a diffusion transformer (Chapter 12).
 
-Every network follows the denoiser protocol ``model(x_t, t, y=None) -> Tensor`` and
+Every denoiser follows the protocol ``model(x_t, t, y=None) -> Tensor`` and
 declares what it predicts in ``model.prediction`` ("eps", "x0", "v", "score" or
-"velocity"); none of them owns a schedule.
+"velocity"); none of them owns a schedule. The autoencoder is not a denoiser: it encodes
+digits to latents and decodes them back.
 """
 
 from .embeddings import TimeEmbedding, sinusoidal_embedding
 from .classifier import DigitClassifier, NoisyDigitClassifier
 from .mlp import MLP, NoisyClassifier
 from .unet import UNet, UNetConfig
+from .autoencoder import Autoencoder, AutoencoderConfig
+from .dit import DiT, DiTConfig
 
 __all__ = ["MLP", "NoisyClassifier", "TimeEmbedding", "sinusoidal_embedding", "UNet", "UNetConfig",
-           "DigitClassifier", "NoisyDigitClassifier"]
+           "DigitClassifier", "NoisyDigitClassifier", "Autoencoder", "AutoencoderConfig", "DiT", "DiTConfig"]
