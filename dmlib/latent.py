@@ -133,7 +133,7 @@ def latent_data(cfg: dict, split: str | None = None, *, device=None):
     ``data`` section names an autoencoder run (``"latent": "mnist_vae"``): the digits of
     ``split`` encoded by that autoencoder (through :func:`dmlib.train.trained`: the shipped
     one in full mode on a CPU) and scaled with the statistics of the training split's
-    latents. In quick mode only the first 5,000 digits are encoded. Section 12.1."""
+    latents. In quick mode only the first 2,000 digits of a split are encoded. Section 12.1."""
     from .run import budget
     from .train import load_config, load_data, trained
 
@@ -141,7 +141,7 @@ def latent_data(cfg: dict, split: str | None = None, *, device=None):
     name = load_config(cfg["data"]["latent"])["name"]  # a shipped name or a config file's run
     pixels = {**cfg, "data": {k: v for k, v in cfg["data"].items() if k != "latent"}}
     digest = _weights_digest(autoencoder)[:16]
-    n = budget(full=None, quick=5000)
+    n = budget(full=None, quick=2000)
 
     def means_of(which):
         images, labels, source = load_data(pixels, which)

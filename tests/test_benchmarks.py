@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["samplers_nfe", "flow2d", "ddim_vs_ddpm", "device_core", "samplers_peer", "mnist_quickstart",
            "mnist_samplers", "mnist_guidance", "train_throughput",
-           "mnist_gpu5min"]
+           "mnist_gpu5min", "autoencoder", "latent_mnist"]
 
 
 def _load(name):
