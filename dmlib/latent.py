@@ -158,6 +158,19 @@ def latent_data(cfg: dict, split: str | None = None, *, device=None):
     return scale * (means - shift), labels, description, (scale, shift)
 
 
+def latent_info(cfg: dict, *, device=None) -> dict:
+    """What a latent run's record keeps about its latent space: ``latent_scale``,
+    ``latent_shift`` and ``autoencoder_weights`` (a digest of the autoencoder's weights), so
+    that :func:`load` needs neither to encode the training digits again nor to trust that the
+    autoencoder is still the one the denoiser learned from. Section 12.1."""
+    from .train import trained
+
+    autoencoder, _ = trained(cfg["data"]["latent"], device=device)
+    *_, (scale, shift) = latent_data(cfg, "train", device=device)
+    return {"latent_scale": scale, "latent_shift": shift,
+            "autoencoder_weights": _weights_digest(autoencoder)[:16]}
+
+
 def load(name, *, quick_steps: int = 60, quick_batch: int = 32, device=None):
     """The trained latent model of the run ``name`` (a shipped config or a path) as a
     :class:`LatentModel`, with the denoiser's record: both halves through
@@ -171,6 +184,18 @@ def load(name, *, quick_steps: int = 60, quick_batch: int = 32, device=None):
                          "(\"latent\": \"NAME\")")
     denoiser, record = trained(name, quick_steps=quick_steps, quick_batch=quick_batch, device=device)
     autoencoder, _ = trained(cfg["data"]["latent"], device=device)
-    *_, (scale, shift) = latent_data(cfg, "train", device=device)
+    metrics = record.get("metrics") or {}
+    digest = _weights_digest(autoencoder)[:16]
+    if "latent_scale" in metrics:
+        if metrics.get("autoencoder_weights") != digest:
+            from .checkpoint import CheckpointError
+
+            raise CheckpointError(
+                f"{cfg['name']} was trained on the latents of autoencoder weights "
+                f"{metrics.get('autoencoder_weights')}, but {cfg['data']['latent']} now has weights {digest}: "
+                f"the two halves do not fit; retrain {cfg['name']} (python -m dmlib.train {cfg['name']})")
+        scale, shift = metrics["latent_scale"], metrics["latent_shift"]
+    else:  # a record without them: measure them again
+        *_, (scale, shift) = latent_data(cfg, "train", device=device)
     model = LatentModel(denoiser, autoencoder, scale=scale, shift=shift)
     return model.eval(), record

@@ -727,7 +727,12 @@ def evaluate(
         float(loss(model, x0[i : i + 500], None if y is None else y[i : i + 500], g))
         for i in range(0, n, 500)
     ]
-    return {"validation_loss": sum(values) / len(values)}
+    out = {"validation_loss": sum(values) / len(values)}
+    if cfg["data"].get("latent"):  # Chapter 12: the latents' scaling, kept with the denoiser
+        from .latent import latent_info
+
+        out.update(latent_info(cfg))
+    return out
 
 
 # The training time of a run, over all the sessions that trained it, in runs/NAME/time.json:

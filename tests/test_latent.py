@@ -169,3 +169,26 @@ def test_the_part_iii_configs_build_their_models():
     assert abs(n_dit - n_unet) / n_unet < 0.2 and 400_000 < n_unet < 700_000
     for name in ("mnist_latent_cond", "mnist_latent_dit"):
         assert train.load_config(name)["data"]["latent"] == "mnist_vae"
+
+
+def test_the_record_keeps_the_latent_scaling_and_a_changed_autoencoder_is_refused(tmp_path, fake_mnist,
+                                                                                   monkeypatch):
+    """Full mode on a CPU, as a reader's: both halves are shipped files; retraining the
+    autoencoder under the same name leaves a denoiser that no longer fits it."""
+    from dmlib.checkpoint import CheckpointError
+
+    monkeypatch.setenv("DMLIB_MODE", "full")
+    vae_path, lat_path = write_configs(tmp_path)
+    train.run(train.load_config(vae_path), runs=tmp_path / "runs", progress=False)  # shipped to $DMLIB_CHECKPOINTS
+    record = train.run(train.load_config(lat_path), runs=tmp_path / "runs", progress=False)
+    *_, (scale, shift) = latent.latent_data(train.load_config(lat_path), "train")
+    m = record["metrics"]
+    assert m["latent_scale"] == scale and m["latent_shift"] == shift and len(m["autoencoder_weights"]) == 16
+    model, rec = latent.load(lat_path)
+    assert model.scale == m["latent_scale"] and model.shift == m["latent_shift"]
+    cfg = json.loads(vae_path.read_text())
+    cfg["train"]["seed"] = 1
+    vae_path.write_text(json.dumps(cfg))
+    train.run(train.load_config(vae_path), runs=tmp_path / "runs", fresh=True, progress=False)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        latent.load(lat_path)
