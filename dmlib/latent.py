@@ -40,17 +40,20 @@ def encode_means(autoencoder: Autoencoder, images: torch.Tensor, *, batch: int =
 
 
 def latent_stats(means: torch.Tensor) -> tuple[float, float]:
-    """``(scale, shift)`` of a set of latents (N, C, h, w): shift is their mean and scale
-    the inverse of their standard deviation over all entries, so that
+    """``(scale, shift)`` of a set of latents (N, C, h, w): shift is their mean and
+    scale the inverse of their standard deviation over all entries, so that
     scale * (z - shift) has mean 0 and variance 1 (Section 11.3). Stable Diffusion's
-    0.18215 is this number for its autoencoder, computed once and written into the code."""
+    0.18215 is this number for its autoencoder, computed once and written into the
+    code."""
     _check.tensor(means, "means", min_dim=2)
     if means.shape[0] < 2:
-        raise ValueError(f"need at least 2 latents to estimate their spread, got {means.shape[0]}")
-    m = means.double()
+        raise ValueError("need at least 2 latents to estimate their spread, got "
+                         f"{means.shape[0]}")
+    m = means.detach().to("cpu", torch.float64)  # sync: once; MPS has no float64
     shift, std = m.mean(), m.std()
     if not torch.isfinite(std) or std <= 0:  # sync: once, on a statistic
-        raise ValueError(f"the latents have standard deviation {float(std)}; cannot scale them")
+        raise ValueError(f"the latents have standard deviation {float(std)}; "
+                         "cannot scale them")
     return float(1.0 / std), float(shift)
 
 
@@ -86,11 +89,13 @@ class LatentModel(nn.Module):
         return self.denoiser(z_t, t, y)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Scaled latents scale * (mean(x) - shift) of digits x (B, 1, 28, 28). Section 12.1."""
+        """Scaled latents scale * (mean(x) - shift) of digits x (B, 1, 28, 28).
+        Section 12.1."""
         return self.scale * (self.autoencoder.encode(x)[0] - self.shift)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Digits (B, 1, 28, 28) from scaled latents z (B, *latent_shape). Section 12.1."""
+        """Digits (B, 1, 28, 28) from scaled latents z (B, *latent_shape).
+        Section 12.1."""
         return self.autoencoder.decode(z / self.scale + self.shift)
 
 

@@ -284,11 +284,13 @@ def autoencoder_loss(kl_weight: float = 1e-3):
     """
     from .nn.autoencoder import kl_to_standard_normal
 
-    if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or not kl_weight >= 0:
+    if (isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float))
+            or not kl_weight >= 0):
         raise ValueError(f"kl_weight must be a number >= 0, got {kl_weight!r}")
     kl_weight = float(kl_weight)
 
-    def loss(model, x0: torch.Tensor, y=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(model, x0: torch.Tensor, y=None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
         x_hat, mean, logvar = model(x0, generator)
         pixels = x0[0].numel()
         recon = ((x_hat - x0) ** 2).flatten(1).mean(1)  # (B,)

@@ -1,4 +1,4 @@
-"""Am I on track? Checks a learner runs on their own training run. Chapter 7.
+"""Am I on track? Checks a learner runs on their own training run. Chapters 7-12.
 
 Two signals say early whether an image model is learning what it should:
 
@@ -12,6 +12,11 @@ Two signals say early whether an image model is learning what it should:
 Each check returns a :class:`Verdict` whose message says what was measured against what,
 and, when it fails, what usually went wrong. ``strict=True`` raises :class:`OffTrack`
 instead of returning a failing verdict.
+
+The same pattern serves the later chapters: :func:`check_throughput` and
+:func:`check_precision` for a run on a GPU (Chapter 10) and :func:`check_autoencoder` for
+an autoencoder meant to serve a latent diffusion model (Chapter 11); Chapter 12 applies
+:func:`check_loss` and :func:`check_samples` to latent models.
 """
 
 from __future__ import annotations
@@ -242,3 +247,101 @@ def check_precision(loss_fp32: float, loss_low: float, *, rtol: float = 0.05,
     text = (f"the low-precision run ends at a loss of {loss_low:.4f}, the fp32 run at "
             f"{loss_fp32:.4f}: {gap:.2%} apart (allowed {rtol:.0%}).")
     return _finish(ok, {"gap": gap}, text, PRECISION_HINTS, strict)
+
+
+# Chapter 11: is an autoencoder ready to serve a latent diffusion model?
+BLUR_HINTS = (
+    "a KL weight too high for the recipe: the reconstructions are blurry (kl_weight is "
+    "twice the decoder's variance, Section 11.1)",
+    "too few training steps, or a learning rate far from the recipe's",
+    "reconstructions decoded from a random draw of q(z | x) instead of its mean, or "
+    "images not scaled to [-1, 1]",
+)
+COLLAPSE_HINTS = (
+    "a KL weight above the recipe's, which lowers the KL before it visibly blurs the "
+    "reconstructions",
+    "posterior collapse: a KL weight so high that the encoder passes almost nothing "
+    "about the digit and the decoder draws an average digit (KL per dimension near 0)",
+    "the KL divided by too many dimensions, or a weight meant for a loss summed over "
+    "pixels used with dmlib's per-pixel loss",
+)
+RATE_HINTS = (
+    "a KL weight of 0 or far below the recipe's: nothing holds the latent near N(0, I)",
+    "a sign slip in the KL (+ log variance instead of - log variance), which rewards a "
+    "posterior variance near 0",
+)
+SCALE_HINTS = (
+    "latents not scaled: multiply them by scale = 1 / std of latent.latent_stats "
+    "(Section 11.3) before a diffusion model sees them",
+    "statistics taken from another autoencoder than the one that encodes, or from "
+    "posterior draws of a different spread than the means the diffusion model is given",
+)
+
+
+# Targets of check_autoencoder for two recipes at kl_weight 0.01, on the first 500
+# validation digits, each allowing about 40% around the reference runs. Section 11.5.
+# Basis, "small_200" (Section 11.2's recipe: widths 8-16-16, 200 steps of 64, lr 3e-3):
+# seeds 0, 1, 2 gave MSE 0.0299, 0.0304, 0.0300, KL per dimension 1.92, 1.84, 2.01 and
+# accuracy 0.984, 0.982, 0.984; kl_weight 0 gave KL 3.3, 0.1 gave 0.72, 1 gave MSE 0.053.
+# Basis, "mnist_vae" (the shipped recipe: 4,000 steps of 128, lr 1e-3): the shipped
+# export gave MSE 0.0024, KL per dimension 1.18 and accuracy 0.996 (its record, on 2,000
+# validation digits: MSE 0.0023, KL 1.18); the targets hold for the recipe's last step.
+AUTOENCODER_TARGETS = {
+    "small_200": {"max_mse": 0.04, "kl_band": (1.15, 2.7), "min_accuracy": 0.97},
+    "mnist_vae": {"max_mse": 0.0035, "kl_band": (0.7, 1.65), "min_accuracy": 0.98},
+}
+
+
+def check_autoencoder(mse: float, kl_per_dim: float, *, max_mse: float,
+                      kl_band: tuple, accuracy: float | None = None,
+                      min_accuracy: float | None = None,
+                      latent_std: float | None = None,
+                      std_band: tuple = (0.8, 1.25), strict: bool = False) -> Verdict:
+    """Is an autoencoder ready for latent diffusion? Section 11.5.
+
+    * ``mse``: mean squared error per pixel of validation digits decoded from their
+      posterior means, at most ``max_mse``;
+    * ``kl_per_dim``: KL(q(z | x) || N(0, I)) per latent dimension, averaged over the
+      same digits, inside ``kl_band = (lo, hi)``: below it the posterior has collapsed,
+      above it the KL weight does not hold the latent near the prior;
+    * ``accuracy`` (optional): the evaluation classifier's accuracy on the
+      reconstructions, at least ``min_accuracy``;
+    * ``latent_std`` (optional): the standard deviation of the latents as the diffusion
+      model will see them, inside ``std_band``.
+
+    The message says what was measured against what, and for each failed test the
+    usual causes.
+    """
+    given = {"mse": mse, "kl_per_dim": kl_per_dim, "max_mse": max_mse,
+             "accuracy": accuracy, "latent_std": latent_std}
+    for name, value in given.items():
+        if value is not None and (isinstance(value, bool)
+                                  or not isinstance(value, (int, float))):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+    for name, band in (("kl_band", kl_band), ("std_band", std_band)):
+        if not (isinstance(band, (tuple, list)) and len(band) == 2
+                and band[0] <= band[1]):
+            raise ValueError(f"{name} must be a pair (lo, hi), lo <= hi; got {band!r}")
+    if (accuracy is None) != (min_accuracy is None):
+        raise ValueError("give accuracy and min_accuracy together, or neither")
+    values = {k: v for k, v in given.items() if v is not None and k != "max_mse"}
+    (lo, hi), (std_lo, std_hi) = kl_band, std_band
+    tests = [  # (passed, what was measured against what, usual causes if not)
+        (mse <= max_mse, f"reconstruction MSE {mse:.4f} (needs <= {max_mse:g})",
+         BLUR_HINTS),
+        (lo <= kl_per_dim <= hi,
+         f"KL per latent dimension {kl_per_dim:.3f} (needs {lo:g} to {hi:g})",
+         COLLAPSE_HINTS if kl_per_dim < lo else RATE_HINTS),
+    ]
+    if accuracy is not None:
+        tests.append((accuracy >= min_accuracy,
+                      f"classifier accuracy on the reconstructions {accuracy:.3f} "
+                      f"(needs >= {min_accuracy:g})", BLUR_HINTS))
+    if latent_std is not None:
+        tests.append((std_lo <= latent_std <= std_hi,
+                      f"latent standard deviation {latent_std:.3f} "
+                      f"(needs {std_lo:g} to {std_hi:g})", SCALE_HINTS))
+    ok = all(passed for passed, _, _ in tests)  # False for a nan
+    hints = dict.fromkeys(h for passed, _, hs in tests if not passed for h in hs)
+    text = "the autoencoder has " + ", ".join(what for _, what, _ in tests) + "."
+    return _finish(ok, values, text, tuple(hints), strict)

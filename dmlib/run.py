@@ -163,6 +163,22 @@ def cache_dir():
     return base / "dmlib"
 
 
+def claims_when(condition: bool):
+    """A filter for the ranges given to :func:`claim`: ``on_shipped = claims_when(shipped)``
+    gives ``on_shipped(range) == range`` when ``condition`` holds and ``None`` (no claim)
+    otherwise. The Part II and III chapters use it so that what the text says of the
+    shipped weights is checked when they were loaded, and a run trained afresh on a GPU
+    shows its own numbers unchecked. Section 8.1."""
+    if not isinstance(condition, (bool, np.bool_)):
+        raise TypeError(f"condition must be a bool, got {type(condition).__name__}")
+    condition = bool(condition)
+
+    def on_condition(claimed):
+        return claimed if condition else None
+
+    return on_condition
+
+
 def claim(name: str, value, *, full=None, quick=None):
     """Glue a number that the prose states, and check it against what the prose says of it.
 

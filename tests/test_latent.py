@@ -165,7 +165,7 @@ def test_the_part_iii_configs_build_their_models():
     dit = train.build_model(train.load_config("mnist_latent_dit"))
     assert isinstance(unet, UNet) and isinstance(dit, DiT)
     n_unet, n_dit = (sum(p.numel() for p in m.parameters()) for m in (unet, dit))
-    # "at similar parameter count" (Section 12.3): within 20% of each other, near the pixel U-Net's 0.5M
+    # "at similar parameter count" (Section 12.4): within 20% of each other, near the pixel U-Net's 0.5M
     assert abs(n_dit - n_unet) / n_unet < 0.2 and 400_000 < n_unet < 700_000
     for name in ("mnist_latent_cond", "mnist_latent_dit"):
         assert train.load_config(name)["data"]["latent"] == "mnist_vae"

@@ -353,3 +353,38 @@ def test_image_report_is_at_its_floor_for_real_data_and_far_above_for_a_shift():
         metrics.image_report(same, clf, real[:2000])
     with pytest.raises(TypeError, match="features"):
         metrics.features(torch.nn.Linear(2, 2), same)
+
+
+def test_reporter_measures_every_set_alike_whatever_came_before():
+    g = torch.Generator().manual_seed(0)
+    real, _ = fake_digits(1200, g)
+    a, labels = fake_digits(300, g)
+    b, _ = fake_digits(300, g, shift=0.1)
+    clf = PixelFeatures()
+    report = metrics.reporter(clf, real, floor_draws=3, bootstrap_draws=5, kid_subsets=3)
+    first = report(a, labels=labels)
+    report(b)  # a report in between must not change the next one
+    again = report(a, labels=labels)
+    assert first == again
+    direct = metrics.image_report(a, clf, real, labels=labels, floor_draws=3,
+                                  bootstrap_draws=5, kid_subsets=3,
+                                  generator=torch.Generator().manual_seed(2))
+    assert direct == first
+    assert report(a, seed=5) != report(a)  # the seed is used
+    with pytest.raises(TypeError, match="unknown image_report settings"):
+        metrics.reporter(clf, real, bootstrap=5)
+
+
+def test_ink_and_interval_overlap():
+    x = torch.full((2, 1, 4, 4), -1.0)
+    x[:, :, :2] = 1.0  # half the pixels white
+    assert metrics.ink(x) == 0.5
+    assert metrics.ink(3 * x) == 0.5  # values outside [-1, 1] are clipped
+    a = {"fd_ratio_lo": 1.0, "fd_ratio_hi": 2.0}
+    assert metrics.intervals_overlap(a, {"fd_ratio_lo": 1.9, "fd_ratio_hi": 3.0})
+    assert not metrics.intervals_overlap(a, {"fd_ratio_lo": 2.1, "fd_ratio_hi": 3.0})
+    assert not metrics.intervals_overlap({"fd_ratio_lo": 2.1, "fd_ratio_hi": 3.0}, a)
+    assert metrics.intervals_overlap({"kid_lo": 0, "kid_hi": 1}, {"kid_lo": 0.5, "kid_hi": 2},
+                                     key="kid")
+    with pytest.raises(KeyError, match="interval of 'fd_ratio'"):
+        metrics.intervals_overlap(a, {"fd": 1.0})

@@ -207,3 +207,12 @@ def test_claim_refuses_what_is_not_one_number():
         run.claim("x", "0.5", full=(0, 1))
     with pytest.raises(ValueError, match="low, high"):
         run.claim("x", 0.5, full=0.5)
+
+
+def test_claims_when_passes_claims_only_under_its_condition():
+    on = run.claims_when(True)
+    off = run.claims_when(np.bool_(False))
+    assert on((0.1, 0.2)) == (0.1, 0.2) and on(True) is True
+    assert off((0.1, 0.2)) is None and off(True) is None
+    with pytest.raises(TypeError, match="condition must be a bool"):
+        run.claims_when("load")

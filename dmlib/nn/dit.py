@@ -33,7 +33,7 @@ from .embeddings import TimeEmbedding
 
 @dataclass(frozen=True)
 class DiTConfig:
-    """The size of a :class:`DiT` (Section 12.3): tokens of width ``width`` from
+    """The size of a :class:`DiT` (Section 12.4): tokens of width ``width`` from
     ``patch`` x ``patch`` patches of an input of shape (``in_channels``, ``input_size``,
     ``input_size``), ``depth`` blocks of ``heads``-head attention and an MLP
     ``mlp_ratio`` times as wide; ``n_classes`` and ``prediction`` as in the U-Net."""
@@ -86,7 +86,7 @@ def _check_config(cfg: DiTConfig) -> None:
 def sincos_positions(grid: int, dim: int) -> torch.Tensor:
     """Fixed 2D sine-cosine position embeddings of a grid x grid set of patches, shape
     (grid * grid, dim): half of the features encode the row, half the column, each with the
-    1D sinusoids of Vaswani et al. (2017) at periods up to 10,000. Section 12.3."""
+    1D sinusoids of Vaswani et al. (2017) at periods up to 10,000. Section 12.4."""
     _check.positive_int(grid, "grid")
     if _check.positive_int(dim, "dim") % 4:
         raise ValueError(f"dim must be a multiple of 4, got {dim}")
@@ -102,13 +102,13 @@ def sincos_positions(grid: int, dim: int) -> torch.Tensor:
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Adaptive LayerNorm's affine map x (1 + scale) + shift, per sample:
-    x (B, N, D), shift and scale (B, D). Section 12.3."""
+    x (B, N, D), shift and scale (B, D). Section 12.4."""
     return x * (1 + scale[:, None, :]) + shift[:, None, :]
 
 
 class DiTBlock(nn.Module):
     """Pre-norm transformer block with adaLN-Zero conditioning:
-    (B, N, D), (B, D) -> (B, N, D). Section 12.3."""
+    (B, N, D), (B, D) -> (B, N, D). Section 12.4."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float):
         super().__init__()
@@ -125,10 +125,12 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(c)).chunk(6, dim=1)  # 6 x (B, D)
+        ada = self.ada(F.silu(c)).chunk(6, dim=1)  # 6 x (B, D)
+        shift1, scale1, gate1, shift2, scale2, gate2 = ada
         h = modulate(self.norm1(x), shift1, scale1)  # (B, N, D)
         # (B, N, 3D) -> 3 x (B, heads, N, D / heads)
-        q, k, v = self.qkv(h).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(h).reshape(b, n, 3, self.heads, d // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
         h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, D / heads)
         h = h.transpose(1, 2).reshape(b, n, d)  # (B, N, D)
         x = x + gate1[:, None, :] * self.proj(h)
@@ -138,7 +140,7 @@ class DiTBlock(nn.Module):
 
 class DiT(nn.Module):
     """A diffusion transformer ``model(x_t, t, y=None) -> (B, C, H, W)`` configured by
-    :class:`DiTConfig` (Section 12.3), with the U-Net's protocol: ``t`` of shape (B,) or a
+    :class:`DiTConfig` (Section 12.4), with the U-Net's protocol: ``t`` of shape (B,) or a
     number, ``y`` class labels (B,) or None (the null class of classifier-free guidance)."""
 
     def __init__(self, config: DiTConfig | None = None, **overrides):
@@ -169,7 +171,8 @@ class DiT(nn.Module):
         _check.tensor(x_t, "x_t", min_dim=4)
         shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
         if x_t.dim() != 4 or tuple(x_t.shape[1:]) != shape:
-            raise ValueError(f"x_t must have shape (B, {', '.join(map(str, shape))}), got {tuple(x_t.shape)}")
+            raise ValueError(f"x_t must have shape (B, {', '.join(map(str, shape))}), "
+                             f"got {tuple(x_t.shape)}")
         t = _check.time_like(t, x_t)  # shapes only: no value is read back to the host
         c = self.embed(t, y).to(x_t.dtype)  # (B, D)
         b, g, p = x_t.shape[0], self.grid, cfg.patch
