@@ -27,17 +27,19 @@ Usage: python benchmarks/latent_mnist.py [--parts speed,equal_time,shipped] [--n
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
+from pathlib import Path
 
 import torch
 
 from dmlib import data, diffusion, guidance, latent, metrics, perf, run, samplers, shipped, train
 
 try:
-    from _common import write
+    from _common import RESULTS, machine, write
 except ImportError:
-    from benchmarks._common import write
+    from benchmarks._common import RESULTS, machine, write
 
 PIXEL, LATENT, DIT, VAE = "mnist_cond", "mnist_latent_cond", "mnist_latent_dit", "mnist_vae"
 SWEEP = (0.0, 1.0, 2.0, 3.0, 5.0)
@@ -206,7 +208,27 @@ def _run(args):
         out.update(target="CFG accuracy >= 0.99 at some w in [2, 5] (mnist_latent_cond)", meets_target=bool(ok))
         payload["shipped"] = out
 
-    return write("latent_mnist" + ("_quick" if args.quick else ""), payload, args.out)
+    name = "latent_mnist" + ("_quick" if args.quick else "")
+    _keep_other_parts(name, parts, payload, args.out)
+    return write(name, payload, args.out)
+
+
+def _keep_other_parts(name, parts, payload, out_dir):
+    """The parts can run separately (``--parts shipped`` after the others): a part not run
+    now keeps its earlier result, with the machine record it was measured on, when the
+    earlier file was written on the same kind of machine in the same mode."""
+    path = Path(out_dir if out_dir is not None else RESULTS) / f"{name}.json"
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    here = machine()
+    same = all(old.get("machine", {}).get(k) == here.get(k) for k in ("cpu", "cpu_cores", "gpu"))
+    if not same or old.get("run_mode") != payload["run_mode"] or old.get("n") != payload["n"]:
+        return
+    for part in ("speed", "equal_time", "shipped"):
+        if part not in parts and part in old:
+            payload[part] = {**old[part], "machine": old[part].get("machine", old["machine"])}
 
 
 if __name__ == "__main__":

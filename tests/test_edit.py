@@ -176,6 +176,40 @@ def test_edits_run_on_a_unet_with_labels_and_check_their_inputs():
         edit.inpaint_replace(net, x, mask, SCHEDULE, resample=0)
 
 
+def test_inversion_interpolation_and_sdedit_run_on_a_latent_model():
+    """Chapter 13's claim for latent models (Chapter 12): inversion, slerp and SDEdit take a
+    LatentModel unchanged and work in its latent space (encode first, decode the result)."""
+    from dmlib.latent import LatentModel
+    from dmlib.nn.autoencoder import Autoencoder, AutoencoderConfig
+    from dmlib.nn.dit import DiT, DiTConfig
+
+    torch.manual_seed(0)
+    ae = Autoencoder(AutoencoderConfig(channels=8, mults=(1, 2, 2), groups=4)).eval()
+    den = DiT(DiTConfig(width=32, depth=1, heads=2, in_channels=4, input_size=7, n_classes=10))
+    with torch.no_grad():  # off the zero initialisation, so the denoiser is not trivially 0
+        for p in den.parameters():
+            p.add_(0.05 * torch.randn(p.shape))
+    model = LatentModel(den.eval(), ae, scale=1.5, shift=0.1)
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    y = torch.tensor([1, 4, 7])
+    with torch.no_grad():
+        z = model.encode(x)
+    assert z.shape == (3, *model.latent_shape) == (3, 4, 7, 7)
+    g = torch.Generator().manual_seed(0)
+
+    torch.testing.assert_close(edit.sdedit(model, z, 0.0, SCHEDULE), z, rtol=0, atol=0)
+    z_edit = edit.sdedit(model, z, 0.6, SCHEDULE, n_steps=3, y=y, generator=g)
+    z_T = edit.ddim_invert(model, z, SCHEDULE, n_steps=3, y=y)
+    path = edit.slerp(z_T[:1], z_T[1:2], torch.linspace(0, 1, 4))
+    for out in (z_edit, z_T):
+        assert out.shape == z.shape and bool(torch.isfinite(out).all())
+    assert path.shape == (4, 1, 4, 7, 7) and bool(torch.isfinite(path).all())
+    torch.testing.assert_close(path[0], z_T[:1], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        decoded = model.decode(z_edit)
+    assert decoded.shape == x.shape and bool(torch.isfinite(decoded).all())
+
+
 def test_the_convergence_check_catches_a_planted_inversion_bug(monkeypatch):
     """Planted bug: the inversion's DDIM step evaluated with its two times swapped (it then
     steps backwards). The reconstruction check of the first test must fail on it."""
