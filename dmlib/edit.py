@@ -182,7 +182,7 @@ def inpaint_replace(model, x_known: torch.Tensor, mask: torch.Tensor,
     draw of q(x_s | x_known), so the unknown ones are generated next to a correctly
     noised context:
 
-        x_s <- mask * (alpha_s x_known + sigma_s z) + (1 - mask) * x_s.
+        x_s <- mask * (alpha_s x_known + sigma_s eps') + (1 - mask) * x_s.
 
     The unknown pixels see the known ones only through the model's next prediction, so
     they can disagree with the context; ``resample`` = r > 1 (Lugmayr et al., 2022)

@@ -12,7 +12,7 @@ def my_slerp(a, b, alpha):
     },
     {
         "name": "replacement_without_noise",
-        # puts back alpha_s x_known without the noise sigma_s z: a context no noised image has
+        # puts back alpha_s x_known without the noise sigma_s eps': a context no noised image has
         "answers": {"ex13_1b_answer": '''\
 def my_inpaint(model, x_known, mask, n_steps, generator):
     grid = samplers.time_grid(n_steps, t_max=0.999).tolist()
