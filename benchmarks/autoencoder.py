@@ -1,8 +1,8 @@
 """The autoencoder of latent diffusion: how much its reconstructions cost in FD and in accuracy.
 
-Loads the shipped `mnist_vae` and reconstructs N held-out digits (the validation split, which
-neither the autoencoder nor the evaluation classifier trained on) from their posterior means;
-scores the reconstructions with `metrics.image_report` against the test digits (FD ratio to
+Loads the shipped `mnist_vae` and reconstructs N random test digits (which neither the
+autoencoder nor the evaluation classifier trained on) from their posterior means; scores the
+reconstructions with `metrics.image_report` against the other test digits (FD ratio to
 the real-vs-real floor with its bootstrap interval, precision, recall) and with the evaluation
 classifier's accuracy on the true labels, beside the same numbers for the original digits.
 The reconstruction FD ratio is the floor of every latent model (Chapter 11). Also records the
@@ -42,10 +42,15 @@ def main(argv=None):
         vae, record = shipped.load("mnist_vae")
         n, n_stats = args.n, None
     classifier, _ = shipped.load("mnist_classifier")
-    val = data.load_mnist("validation", verbose=False)
-    test = data.load_mnist("test", verbose=False).images[: 300 if args.quick else None]
-    real = metrics.features(classifier, test)
-    x, y = val.images[:n], val.labels[:n]
+    test = data.load_mnist("test", verbose=False)
+    # n random test digits are reconstructed; the others are the real pool, disjoint from
+    # them, so that no digit is compared with its own reconstruction. Random, because the
+    # test split's two halves come from different writers (MNIST's first 5,000 test
+    # digits are from another source than its last 5,000)
+    order = torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(0))
+    order = order[: 300 if args.quick else None]
+    real = metrics.features(classifier, test.images[order[n:]])
+    x, y = test.images[order[:n]], test.labels[order[:n]]
 
     start = time.perf_counter()
     with torch.no_grad():
