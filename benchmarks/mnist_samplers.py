@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from dmlib import data, metrics, run, samplers, shipped, train
+from dmlib import data, diffusion, metrics, run, samplers, shipped, train
 
 try:
     from _common import write
@@ -60,6 +60,8 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     ap.add_argument("--cache", default=None, help="keep finished batches here; resume from them")
     ap.add_argument("--part", default=None, help="K/M: sample only batches i with i %% M == K")
+    ap.add_argument("--clip", action="store_true",
+                    help="every sampler on the x0-clipped denoiser (diffusion.ClipX0, Section 7.5)")
     args = ap.parse_args(argv)
     part = tuple(int(v) for v in args.part.split("/")) if args.part else None
     if part and not (args.cache and 0 <= part[0] < part[1]):
@@ -83,6 +85,8 @@ def main(argv=None):
     x_T = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     weights = hashlib.sha256(b"".join(
         p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()[:16]
+    tag = "_clip" if args.clip else ""
+    denoiser = diffusion.ClipX0(model, schedule) if args.clip else model
     rows = {}
     for name in names:
         method, steps = CONFIGS[name]
@@ -90,7 +94,7 @@ def main(argv=None):
         start = time.perf_counter()
         batches, cached = [], 0
         for b, i in enumerate(range(0, n, args.batch)):
-            path = (Path(args.cache) / f"{weights}_{name}_{args.batch}_{b}.safetensors"
+            path = (Path(args.cache) / f"{weights}_{name}{tag}_{args.batch}_{b}.safetensors"
                     if args.cache else None)
             if path is not None and path.is_file():
                 batches.append(load_file(path)["x"])
@@ -101,7 +105,7 @@ def main(argv=None):
                 continue
             # one generator per batch, so a batch is the same whoever samples it, in any order
             g = torch.Generator().manual_seed(1000 + b)
-            x_b = samplers.sample(model, x_T[i:i + args.batch].to(device), schedule, method=method,
+            x_b = samplers.sample(denoiser, x_T[i:i + args.batch].to(device), schedule, method=method,
                                   n_steps=steps, generator=g, progress=not args.quick).cpu()
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,8 +141,9 @@ def main(argv=None):
             checks["best_second_order_over_ddpm1000"] = rows[best]["fd"] / ref["fd"]
     payload = {"model": "mnist_uncond", "model_step": record.get("step"), "n": n, "rows": rows, "checks": checks,
                "targets": {"ddim50_over_ddpm1000": "<= 1.10", "best_second_order_over_ddpm1000": "<= 1.2"},
-               "run_mode": run.run_mode()}
-    return write("mnist_samplers" + ("_quick" if args.quick else ""), payload, args.out)
+               "clipped_x0": args.clip, "run_mode": run.run_mode()}
+    name = "mnist_samplers" + ("_clip" if args.clip else "") + ("_quick" if args.quick else "")
+    return write(name, payload, args.out)
 
 
 if __name__ == "__main__":
