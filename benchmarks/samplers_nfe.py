@@ -27,14 +27,19 @@ except ImportError:  # run as a module
     from benchmarks._common import RESULTS, write
 
 def plot(rows: list, path) -> None:
-    """Quality and ODE error against function evaluations, one colour per sampler."""
-    colours = dict(zip(samplers.METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    """Quality and ODE error against function evaluations, one colour and marker per sampler."""
+    # more samplers than colours in the book's palette: a colour and a marker tell them apart
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {m: cycle[i % len(cycle)] for i, m in enumerate(samplers.METHODS)}
+    markers = {m: "os^"[i // len(cycle) % 3] for i, m in enumerate(samplers.METHODS)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for method in samplers.METHODS:
         rs = [r for r in rows if r["method"] == method]
-        axes[0].plot([r["nfe"] for r in rs], [r["w2_ratio"] for r in rs], "o-", color=colours[method], label=method)
+        axes[0].plot([r["nfe"] for r in rs], [r["w2_ratio"] for r in rs], "-", marker=markers[method],
+                     color=colours[method], label=method)
         if rs[0]["ode_error"] is not None:
-            axes[1].loglog([r["nfe"] for r in rs], [r["ode_error"] for r in rs], "o-", color=colours[method],
+            axes[1].loglog([r["nfe"] for r in rs], [r["ode_error"] for r in rs], "-", marker=markers[method],
+                           color=colours[method],
                            label=method)
     axes[0].set(xscale="log", xlabel="function evaluations", ylabel="W2 / floor", title="quality vs NFE (exact score)")
     axes[0].axhline(1.0, color="grey", lw=0.8)
