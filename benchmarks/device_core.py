@@ -47,7 +47,8 @@ def run_chapters(quick: bool = False) -> list[dict]:
         t0 = time.perf_counter()
         error = None
         try:
-            NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(BOOK)}}).execute()
+            NotebookClient(nb, timeout=3600, kernel_name="python3",
+                           resources={"metadata": {"path": str(BOOK)}}).execute()
         except Exception as err:  # noqa: BLE001  (recorded, and the next chapter still runs)
             error = f"{type(err).__name__}: {str(err)[-2000:]}"
         seconds = time.perf_counter() - t0
@@ -63,7 +64,6 @@ def run_chapters(quick: bool = False) -> list[dict]:
 
 def time_steps(device: torch.device, batches=(4096, 65536), n_steps: int = 50) -> list[dict]:
     from _syncs import count_syncs
-
     from dmlib import samplers, schedules
     from dmlib.nn import MLP
 

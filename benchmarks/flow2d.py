@@ -111,7 +111,7 @@ def main(argv=None):
         stats = statistics(name, ref)
         fresh = {key: metrics.fresh_scatter(fn, data, n, draws=n_fresh, generator=torch.Generator().manual_seed(31))
                  for key, (fn, _, _) in stats.items()}
-        for key, (fn, exact, resolution) in stats.items():
+        for key, (_, exact, resolution) in stats.items():
             row["metrics"][key] = {"exact": exact, "fresh_mean": fresh[key]["mean"], "fresh_std": fresh[key]["std"],
                                    "resolution": resolution}
         for k in (100, 10):
@@ -140,7 +140,8 @@ def main(argv=None):
         for key, m in row["metrics"].items():
             ref_value = m["exact"] if m["exact"] is not None else m["fresh_mean"]
             print(f"  {key:16s} exact/fresh {ref_value:8.4f} +- {m['fresh_std']:.4f} | "
-                  + " | ".join(f"Euler-{k} {m[f'euler{k}']['value']:8.4f} ({m[f'euler{k}']['gap_in_floors']:5.1f} floors)"
+                  + " | ".join(f"Euler-{k} {m[f'euler{k}']['value']:8.4f} "
+                               f"({m[f'euler{k}']['gap_in_floors']:5.1f} floors)"
                                for k in (100, 10)), flush=True)
     payload = {"n_samples": n, "draws": draws, "fresh_draws": n_fresh, "knn_k": 3, "tolerance_floors": TOLERANCE,
                "target": "each statistic's gap to its exact value (fresh data's mean where none is known) within "

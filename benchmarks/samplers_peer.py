@@ -19,7 +19,8 @@ Protocol (fixed before any tuning)
     {linspace, leading, trailing} and use_karras_sigmas in {False, True}, other settings default;
     the model is evaluated at the noise level the scheduler's step assumes (sigmas[i]).
     Reported: diffusers' best configuration PER MIXTURE (chosen on that mixture itself).
-  * dmlib: ddim, dpmpp_2m, dpmpp_3m, unipc_2m, unipc_3m (added after the first run), heun on grids uniform in t, uniform in log-SNR, or EDM's
+  * dmlib: ddim, dpmpp_2m, dpmpp_3m, unipc_2m, unipc_3m (added after the first run), heun on grids
+    uniform in t, uniform in log-SNR, or EDM's
     rho-grid (rho 3, 5, 7), with last nonzero time t_min in {1e-3, 3e-3, 1e-2, 3e-2} and a final
     step to t = 0. ONE configuration per budget is chosen on the TUNED mixtures (lowest geometric
     mean of the error) and reported on every mixture; the HELD_OUT mixtures are not looked at.
@@ -173,7 +174,8 @@ def dmlib_configs(quick=False):
     t_mins = (1e-3, 3e-3, 1e-2, 3e-2)
     if quick:
         methods, grids, t_mins = ("ddim", "dpmpp_3m"), [("log_snr", None)], (1e-2,)
-    return [dict(method=m, spacing=sp, rho=rho, t_min=tm) for m, (sp, rho), tm in itertools.product(methods, grids, t_mins)]
+    return [dict(method=m, spacing=sp, rho=rho, t_min=tm)
+            for m, (sp, rho), tm in itertools.product(methods, grids, t_mins)]
 
 
 def dmlib_grid(cfg, nfe, schedule):
@@ -278,7 +280,7 @@ def main(argv=None):
     summary = {}
     for nfe in map(str, NFE_BUDGETS):
         cfgs = [r for r in per_mixture[tuned[0]]["rows"]["dmlib"][nfe]]
-        def score(i):  # geometric mean of the error over the tuned mixtures
+        def score(i, nfe=nfe):  # geometric mean of the error over the tuned mixtures
             return sum(math.log(per_mixture[m]["rows"]["dmlib"][nfe][i]["rms"]) for m in tuned) / len(tuned)
         best_i = min(range(len(cfgs)), key=score)
         chosen = {k: cfgs[best_i][k] for k in ("method", "spacing", "rho", "t_min")}

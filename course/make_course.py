@@ -66,6 +66,7 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 KINDS = ("lab", "proof", "concept", "drill")
 SETUP_TAG = "problem-set-setup"
+COLAB_TAG = "colab-setup"  # the first cell of every chapter (dmlib.colab)
 
 HEADING = re.compile(r"^## Problem set\s*$", re.M)
 EXERCISE = re.compile(
@@ -300,10 +301,11 @@ def problem_set(path: Path):
                                   "needs a '**Rubric' paragraph inside its solution markers")
     if not exercises:
         raise SourceError(f"{path.name}: the problem set has no exercise")
-    setup = [c for c in nb.cells[:start] if SETUP_TAG in c.metadata.get("tags", [])]
+    # the chapter's Colab cell (a no-op elsewhere, also under the autograder) comes first
+    setup = [c for c in nb.cells[:start] if {SETUP_TAG, COLAB_TAG} & set(c.metadata.get("tags", []))]
     if any(c.cell_type != "code" for c in setup):
         raise SourceError(f"{path.name}: only code cells can carry the tag {SETUP_TAG}")
-    if not setup:
+    if not any(SETUP_TAG in c.metadata.get("tags", []) for c in setup):
         raise SourceError(f"{path.name}: no cell is tagged {SETUP_TAG} (the imports and "
                           "objects the problem set uses)")
     title = next((c.source for c in nb.cells if c.cell_type == "markdown"
@@ -419,7 +421,7 @@ def points_table(made: dict) -> str:
 def rubrics(made: dict) -> str:
     """Every written exercise with its prompt, model answer and rubric (instructors only)."""
     lines = ["# Model answers and rubrics", ""]
-    for name, (_, exercises) in made.items():
+    for _, exercises in made.values():
         for e in exercises:
             if not e.answers:
                 continue

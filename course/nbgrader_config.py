@@ -10,10 +10,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 os.environ.setdefault("DMLIB_MODE", "quick")
 
-from grading_preprocessor import SwitchOff  # noqa: E402
 from nbgrader.preprocessors import (  # noqa: E402
-    CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells, OverwriteKernelspec,
+    CheckCellMetadata,
+    ClearOutput,
+    DeduplicateIds,
+    OverwriteCells,
+    OverwriteKernelspec,
 )
+
+from grading_preprocessor import SwitchOff  # noqa: E402
 
 c = get_config()  # noqa: F821  (nbgrader provides it)
 c.CourseDirectory.root = HERE

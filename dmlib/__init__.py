@@ -28,18 +28,39 @@ that introduces it):
 * :mod:`dmlib.nn`          the networks: time embeddings, MLP, U-Net, digit classifiers, the
                            autoencoder and the diffusion transformer of Part III
 * :mod:`dmlib.grading`     the autograder's switch-off of what an exercise rebuilds (instructors)
+* :mod:`dmlib.fetch`       everything a chapter may need, fetched and verified once: ``python -m dmlib.fetch``
+* :mod:`dmlib.colab`       the first cell of every chapter on Google Colab (nothing elsewhere)
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the book's and the package's one version (pyproject.toml reads it)
 
 import importlib
 
 from . import (  # noqa: E402,F401
-    checkpoint, diffusion, edit, flow, guidance, latent, likelihood, losses, metrics, nn, noise, ontrack, perf, plot, run,
-    samplers, schedules, shipped, spectrum, toy,
+    checkpoint,
+    diffusion,
+    edit,
+    flow,
+    guidance,
+    latent,
+    likelihood,
+    losses,
+    metrics,
+    nn,
+    noise,
+    ontrack,
+    perf,
+    plot,
+    run,
+    samplers,
+    schedules,
+    shipped,
+    spectrum,
+    toy,
 )
 
-_ON_DEMAND = ("data", "train", "grading")  # also command-line programs (python -m dmlib.train): imported when first used
+# also command-line programs (python -m dmlib.train): imported when first used
+_ON_DEMAND = ("data", "train", "grading", "fetch", "colab")
 
 
 def __getattr__(name):

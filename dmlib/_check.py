@@ -86,7 +86,8 @@ def time_order(s, t, *, strict: bool, what: str) -> None:
     s_, t_ = as_time(s, "s"), as_time(t, "t")
     bad = (s_ >= t_) if strict else (s_ > t_)
     if bad.any():
-        raise ValueError(f"need s {'<' if strict else '<='} t: {what}; got s = {s_.tolist()[:4]}, t = {t_.tolist()[:4]}")
+        raise ValueError(f"need s {'<' if strict else '<='} t: {what}; "
+                         f"got s = {s_.tolist()[:4]}, t = {t_.tolist()[:4]}")
 
 
 def time_like(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:

@@ -104,7 +104,8 @@ def read_idx(path) -> np.ndarray:
         raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex() if data else 'empty'})")
     ndim = data[3]
     if len(data) < 4 + 4 * ndim:
-        raise ValueError(f"{path} is truncated: its header announces {ndim} dimensions but the file ends after {len(data)} bytes")
+        raise ValueError(f"{path} is truncated: its header announces {ndim} dimensions "
+                         f"but the file ends after {len(data)} bytes")
     dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4).astype(int)
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     expected = int(np.prod(dims)) * dtype.itemsize

@@ -12,6 +12,21 @@ import torch
 
 from . import _check
 
+# The book's colours: Okabe and Ito's palette, which stays distinguishable under the common forms of colour
+# blindness (red and green in particular). Ordered like Matplotlib's default cycle (blue, orange, green, red,
+# purple, ...), so "C0" to "C3" keep the hue names the figure captions use.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+
+
+def use_style() -> None:
+    """Make :data:`PALETTE` Matplotlib's colour cycle ("C0", "C1", ...); importing this module does it (Section 1.2)."""
+    from cycler import cycler
+
+    plt.rcParams["axes.prop_cycle"] = cycler(color=list(PALETTE))
+
+
+use_style()
+
 
 def scatter2d(x: torch.Tensor, ax=None, *, title: str | None = None, lim: float | None = 3.5,
               s: float = 2.0, alpha: float = 0.5, color=None, **kwargs):

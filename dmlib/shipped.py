@@ -26,8 +26,19 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checkpoint import (CheckpointError, _config_dict, _sha256, _verified_bytes, _write_temp, config_hash, exists,
-                         files, load_model, read_record, save_model)
+from .checkpoint import (
+    CheckpointError,
+    _config_dict,
+    _sha256,
+    _verified_bytes,
+    _write_temp,
+    config_hash,
+    exists,
+    files,
+    load_model,
+    read_record,
+    save_model,
+)
 from .run import cache_dir, checkpoint_policy, get_device
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # checkpoint names of load_or_train (no folders)
@@ -35,9 +46,26 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # checkpoint names of load_or_trai
 
 # -- shipped checkpoints and their manifest ---------------------------------------------------
 def shipped_dir() -> Path:
-    """The folder of shipped checkpoints: ``$DMLIB_CHECKPOINTS``, else the repository's ``checkpoints/``. Chapter 7."""
+    """The folder of shipped checkpoints: ``$DMLIB_CHECKPOINTS``, else the repository's ``checkpoints/``
+    when dmlib runs from a checkout, else :func:`download_dir` (dmlib installed without the
+    repository, e.g. on Colab: ``python -m dmlib.fetch`` fills it). Chapter 7."""
     env = os.environ.get("DMLIB_CHECKPOINTS")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "checkpoints"
+    if env:
+        return Path(env).expanduser()
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "pyproject.toml").is_file() and (repo / "dmlib").is_dir():
+        return repo / "checkpoints"
+    return download_dir()
+
+
+def download_dir() -> Path:
+    """Where :mod:`dmlib.fetch` puts the shipped checkpoints of this release when dmlib was
+    installed without the repository: ``$XDG_CACHE_HOME/dmlib/shipped-VERSION``, else
+    ``~/.cache/dmlib/shipped-VERSION`` (one folder per release, apart from ``$DMLIB_CACHE``'s
+    trained models). Chapter 7."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "dmlib" / f"shipped-{__version__}"
 
 
 def manifest(folder=None) -> dict:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import _check, noise
-from .schedules import Schedule, expand_to
+from .schedules import Schedule
 
 DATASETS = ("moons", "swiss_roll", "circles", "8gaussians", "checkerboard")
 

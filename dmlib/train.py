@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
 from . import _check, checkpoint, noise
 from .run import get_device, progress
 

@@ -23,14 +23,16 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # see scripts/book.sh
 echo "[test] run mode: ${DMLIB_MODE:-full}"
 pytest=(.venv/bin/python -m pytest -p no:cacheprovider)
 
+# the tests of the built book (HTML and PDF) run second, on one worker that builds the book once
+book_tests=(tests/test_book.py tests/test_numbering.py tests/test_pdf.py tests/test_compute.py tests/test_a11y.py)
 rc=0
-"${pytest[@]}" tests book --nbval-lax -n 2 --dist loadfile --ignore=tests/test_book.py "$@" || rc=$?
+"${pytest[@]}" tests book --nbval-lax -n 2 --dist loadfile "${book_tests[@]/#/--ignore=}" "$@" || rc=$?
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then  # 5: every test deselected (e.g. -k browser)
     exit "$rc"
 fi
 selected=0
-"${pytest[@]}" tests/test_book.py --collect-only -q "$@" >/dev/null 2>&1 || selected=$?
+"${pytest[@]}" "${book_tests[@]}" --collect-only -q "$@" >/dev/null 2>&1 || selected=$?
 if [ "$selected" -eq 5 ]; then
     exit "$rc"  # the extra arguments deselect every book test: the first run's summary stands
 fi
-DMLIB_BOOK_FROM_CACHE=1 "${pytest[@]}" tests/test_book.py "$@"
+DMLIB_BOOK_FROM_CACHE=1 "${pytest[@]}" "${book_tests[@]}" "$@"

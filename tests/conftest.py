@@ -43,6 +43,37 @@ def _same_global_seed():
     torch.manual_seed(0)
 
 
+# the repository URL of the test build only (_ext/release_links.py reads it; _config.yml names none yet)
+TEST_REPOSITORY = "https://github.com/dmbook-test/diffusion-book"
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory):
+    """The HTML book, built once per session (in the run mode of the test run) into a temporary
+    folder; the build log is in build.log two folders up. Used by test_book.py and test_numbering.py."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path_factory.mktemp("book")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # keep the kernel's inline figures
+    env["DMLIB_STATIC"] = "1"
+    env["DMBOOK_REPOSITORY_URL"] = TEST_REPOSITORY  # launch buttons on, to check where they lead (test_book.py)
+    jb = Path(sys.executable).parent / "jupyter-book"
+    t0 = time.time()
+    proc = subprocess.run(
+        [str(jb), "build", str(root), "--path-output", str(out), "-W", "-n", "--keep-going"],
+        capture_output=True, text=True, env=env, timeout=1800,
+    )
+    log = proc.stdout + proc.stderr
+    (out / "build.log").write_text(log)
+    assert proc.returncode == 0, f"jupyter-book build failed (exit {proc.returncode}):\n{log[-6000:]}"
+    print(f"book built in {time.time() - t0:.0f} s")
+    return out / "_build" / "html"
+
+
 def pytest_configure(config):
     """Register tests/nbcache.py: with --nbval(-lax), every notebook that runs without a failure
     is stored in the jupyter-cache that the book build reads, so each chapter executes once

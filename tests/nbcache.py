@@ -13,9 +13,12 @@ mode) is executed by the build itself, as jupyter-cache always does, so ``script
 on its own.
 
 One cache per run mode and per version of dmlib's source:
-``_build/.jupyter_cache/<mode>-<hash of dmlib/**/*.py, *.json and checkpoints/MANIFEST.json>``. A quick-mode run never feeds a full
-build (or the reverse), and outputs made by older library code are never reused (jupyter-cache
-hashes only the notebook, not the code it imports).
+``_build/.jupyter_cache/<mode>-<hash of dmlib/**/*.py, *.json and checkpoints/MANIFEST.json>``.
+A quick-mode run never feeds a full build (or the reverse), and outputs made by older library
+code are never reused (jupyter-cache hashes only the notebook, not the code it imports).
+
+A chapter whose cells all passed also has its wall time written to the compute record shown at
+the top of its page (``tests/chapter_compute.py``; full run mode only), whether stored or not.
 
 This module is both a pytest plugin (``tests/conftest.py`` registers it; it acts only when
 ``--nbval`` or ``--nbval-lax`` is given) and a Sphinx extension (``_config.yml`` loads it), so
@@ -173,6 +176,7 @@ class NotebookStore:
                 note = _store(nbfile, [done[i] for i in range(n_code)], self.folder)
             except Exception as err:  # storing saves time, nothing more: it never fails a test
                 note = f"not stored ({type(err).__name__}: {err})"
+            note += _record_compute(Path(nbfile.path), sum(duration for _, duration in done.values()))
         report.user_properties.append((USER_PROPERTY, f"{name}: {note}"))
 
     def pytest_runtest_logreport(self, report):
@@ -184,6 +188,20 @@ class NotebookStore:
             terminalreporter.write_line(f"jupyter-cache: {_shown(self.folder)}")
             for note in sorted(self.notes):
                 terminalreporter.write_line(note)
+
+
+def _record_compute(path: Path, seconds: float) -> str:
+    """A chapter that ran to the end: its wall time goes into the compute record shown at the top of
+    its page (``tests/chapter_compute.py``; full run mode only)."""
+    import chapter_compute  # beside this module (tests/), which pytest and Sphinx put on sys.path
+
+    if path.resolve().parent != chapter_compute.RECORD.parent or not chapter_compute.CHAPTER.match(path.stem):
+        return ""
+    try:
+        changed = chapter_compute.record_run(path.stem, seconds, by="nbval")
+    except Exception as err:  # like storing, recording never fails a test
+        return f"; compute not recorded ({type(err).__name__}: {err})"
+    return f"; {seconds:.0f} s recorded in {_shown(chapter_compute.RECORD)}" if changed else ""
 
 
 def _shown(path: Path) -> str:

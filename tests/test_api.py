@@ -15,7 +15,8 @@ import pytest
 
 import dmlib
 
-MODULES = sorted(m.name for m in pkgutil.walk_packages(dmlib.__path__, "dmlib.") if not m.name.split(".")[-1].startswith("_"))
+MODULES = sorted(m.name for m in pkgutil.walk_packages(dmlib.__path__, "dmlib.")
+                 if not m.name.split(".")[-1].startswith("_"))
 
 
 def public_objects():
@@ -70,4 +71,5 @@ def test_package_docstring_and_imports_list_every_module():
     doc = dmlib.__doc__
     missing_doc = sorted(m for m in top if f":mod:`dmlib.{m}`" not in doc)
     missing_import = sorted(m for m in top if not hasattr(dmlib, m))
-    assert not missing_doc and not missing_import, f"not in the docstring: {missing_doc}; not imported: {missing_import}"
+    assert not missing_doc and not missing_import, (
+        f"not in the docstring: {missing_doc}; not imported: {missing_import}")

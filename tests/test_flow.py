@@ -39,7 +39,8 @@ def test_linear_path_flow_with_the_exact_velocity_is_straight_for_a_point_mass()
 def test_reflow_pairs_shapes():
     gm = toy.GaussianMixture.eight_gaussians()
     model = gm.denoiser(schedules.FlowSchedule(), "velocity")
-    x0, eps = flow.reflow_pairs(model, 16, schedules.FlowSchedule(), n_steps=10, generator=torch.Generator().manual_seed(0))
+    x0, eps = flow.reflow_pairs(model, 16, schedules.FlowSchedule(), n_steps=10,
+                                generator=torch.Generator().manual_seed(0))
     assert x0.shape == eps.shape == (16, 2)
 
 

@@ -16,7 +16,8 @@ MIX = toy.GaussianMixture([[-1.0, 0.0], [1.0, 0.5], [0.0, 1.5]], stds=torch.tens
 
 def test_cfg_with_w_one_is_the_conditional_model_and_zero_the_unconditional():
     model = MIX.denoiser(SCHED, "eps")
-    x, t, y = torch.randn(20, 2, dtype=torch.float64), torch.full((20,), 0.4, dtype=torch.float64), torch.ones(20, dtype=torch.long)
+    x, t = torch.randn(20, 2, dtype=torch.float64), torch.full((20,), 0.4, dtype=torch.float64)
+    y = torch.ones(20, dtype=torch.long)
     torch.testing.assert_close(ClassifierFreeGuidance(model, 1.0)(x, t, y), model(x, t, y))
     torch.testing.assert_close(ClassifierFreeGuidance(model, 0.0)(x, t, y), model(x, t, None))
 

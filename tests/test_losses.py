@@ -52,7 +52,8 @@ def test_weightings_are_consistent_reweightings():
     snr = sched.snr(t)
     torch.testing.assert_close(losses.weight(t, sched, "x0"), 1 / snr)
     # and it is what turns an eps error into an x0 error: |x0 - x0_hat|^2 = w |eps - eps_hat|^2
-    x0, eps, d = torch.randn(19, 2, dtype=torch.float64), torch.randn(19, 2, dtype=torch.float64), torch.randn(19, 2, dtype=torch.float64)
+    x0, eps, d = (torch.randn(19, 2, dtype=torch.float64), torch.randn(19, 2, dtype=torch.float64),
+                  torch.randn(19, 2, dtype=torch.float64))
     x_t = diffusion.q_sample(x0, t.double(), sched, eps)
     x0_err = ((x0 - diffusion.convert(eps + d, x_t, t.double(), sched, src="eps", dst="x0")) ** 2).sum(1)
     torch.testing.assert_close(x0_err, losses.weight(t.double(), sched, "x0") * (d**2).sum(1))

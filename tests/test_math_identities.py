@@ -41,7 +41,8 @@ def _noised_points(mixture, schedule, t, n=200, seed=0):
     """Points where p_t has mass (q_sample'd mixture samples) plus two far-out ones, float64."""
     g = _gen(seed)
     x0 = mixture.sample(n, generator=g).double()
-    xt = schedule.alpha(t).item() * x0 + schedule.sigma(t).item() * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    xt = (schedule.alpha(t).item() * x0
+          + schedule.sigma(t).item() * torch.randn(x0.shape, generator=g, dtype=torch.float64))
     far = torch.tensor([[4.0, -4.0], [-3.0, 5.0]], dtype=torch.float64)
     return torch.cat([xt, far])
 
@@ -72,7 +73,8 @@ def _assert_matches_conditional_gaussian(x, x0, mean, var, what):
     v = var.flatten()[0].item()
     xc = x0 - x0.mean(0)
     _assert_within(r.mean(0), 0.0, math.sqrt(v / n), f"{what}: mean of x - alpha x0")
-    _assert_within((r * xc).mean(0), 0.0, torch.sqrt(v * (xc**2).mean(0) / n), f"{what}: covariance of x - alpha x0 with x0")
+    _assert_within((r * xc).mean(0), 0.0, torch.sqrt(v * (xc**2).mean(0) / n),
+                   f"{what}: covariance of x - alpha x0 with x0")
     _assert_within((r**2).mean(0), v, v * math.sqrt(2 / n), f"{what}: variance")
     _assert_within((r[:, 0] * r[:, 1]).mean(), 0.0, v / math.sqrt(n), f"{what}: cross-covariance")
 
@@ -584,7 +586,8 @@ def check_family_marginals(method="euler_maruyama", eta=2.0, churn=0.0, n=1500, 
     cdf = (mix.weights * 0.5 * (1 + torch.erf((cuts[:, None] - a * mix.means[None, :, 0]) / sd / math.sqrt(2)))).sum(1)
     mass = torch.diff(cdf, prepend=torch.zeros(1, dtype=torch.float64), append=torch.ones(1, dtype=torch.float64))
     counts = torch.bucketize(x[:, 0].double(), cuts).bincount(minlength=3).double()
-    _assert_within(counts / n, mass, torch.sqrt(mass * (1 - mass) / n), f"mode masses, {method} eta={eta} churn={churn}")
+    _assert_within(counts / n, mass, torch.sqrt(mass * (1 - mass) / n),
+                   f"mode masses, {method} eta={eta} churn={churn}")
     var_exact = ((mix.weights * (a**2 * mix.covs[:, 0, 0] + s**2 + (a * mix.means[:, 0]) ** 2)).sum()
                  - (mix.weights * a * mix.means[:, 0]).sum() ** 2).item()
     dev2 = (x[:, 0].double() - x[:, 0].double().mean()) ** 2

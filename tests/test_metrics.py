@@ -162,8 +162,10 @@ def test_expected_log_density_of_a_gaussians_own_samples_is_minus_its_entropy():
     assert abs(fresh["mean"] - minus_h) < 4 * floor / math.sqrt(200)
     # blurred or too narrow samples move away from -H by many floors, in opposite directions
     blurred, narrow = 1.2 * x[:n], 0.8 * x[:n]
-    assert metrics.against_fresh(metrics.expected_log_density(blurred, log_prob), fresh, exact=minus_h)["gap"] < -20 * floor
-    assert metrics.against_fresh(metrics.expected_log_density(narrow, log_prob), fresh, exact=minus_h)["gap"] > 20 * floor
+    blurred_judged = metrics.against_fresh(metrics.expected_log_density(blurred, log_prob), fresh, exact=minus_h)
+    narrow_judged = metrics.against_fresh(metrics.expected_log_density(narrow, log_prob), fresh, exact=minus_h)
+    assert blurred_judged["gap"] < -20 * floor
+    assert narrow_judged["gap"] > 20 * floor
 
 
 def test_support_fraction_closed_forms():
@@ -175,8 +177,8 @@ def test_support_fraction_closed_forms():
     # standard normal points in the unit disk: P(chi^2_2 <= 1) = 1 - exp(-1/2), binomial scatter
     disk = lambda x: (x**2).sum(1) <= 1  # noqa: E731
     p, n = 1 - math.exp(-0.5), 2000
-    fresh = metrics.fresh_scatter(lambda x: metrics.support_fraction(x, disk), lambda m, gg: torch.randn(m, 2, generator=gg),
-                                  n, draws=200, generator=g)
+    fresh = metrics.fresh_scatter(lambda x: metrics.support_fraction(x, disk),
+                                  lambda m, gg: torch.randn(m, 2, generator=gg), n, draws=200, generator=g)
     assert abs(fresh["mean"] - p) < 4 * math.sqrt(p * (1 - p) / n / 200)
     assert fresh["std"] == pytest.approx(math.sqrt(p * (1 - p) / n), rel=0.15)
 

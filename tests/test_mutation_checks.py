@@ -32,8 +32,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 import test_math_identities as ids
-from dmlib import diffusion as D
 from dmlib import checkpoint, flow, guidance, likelihood, losses, metrics, noise, samplers, toy
+from dmlib import diffusion as D
 from dmlib import schedules as S
 from dmlib import train as T
 from dmlib.nn import MLP

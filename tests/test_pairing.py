@@ -58,7 +58,8 @@ def test_pairing_check_detects_an_edit(tmp_path):
     # A test of the test: an edit to the .md alone must be reported.
     md = CHAPTERS[0]
     edited = tmp_path / md.name
-    edited.write_text(md.read_text(encoding="utf-8").replace("```{code-cell} ipython3\n", "```{code-cell} ipython3\nx_planted = 1\n", 1))
+    cell = "```{code-cell} ipython3\n"
+    edited.write_text(md.read_text(encoding="utf-8").replace(cell, cell + "x_planted = 1\n", 1))
     (tmp_path / md.with_suffix(".ipynb").name).write_text(md.with_suffix(".ipynb").read_text(encoding="utf-8"))
     assert cells(edited) != cells(tmp_path / md.with_suffix(".ipynb").name)
     assert sync.render(edited) != md.with_suffix(".ipynb").read_text(encoding="utf-8")

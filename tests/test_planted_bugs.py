@@ -12,18 +12,16 @@ import math
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
-import numpy as np
 import test_math_identities as ids
 import test_mutation_checks as mc
 import test_toy
-from dmlib import _check
+from dmlib import _check, guidance, losses, metrics, samplers, spectrum, toy
 from dmlib import diffusion as D
-from dmlib import guidance, losses, metrics, samplers
 from dmlib import schedules as S
-from dmlib import spectrum, toy
 from dmlib import train as T
 from dmlib.schedules import expand_to
 

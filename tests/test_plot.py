@@ -18,7 +18,8 @@ def close_figures():
 
 
 # -- make_grid / image_grid -----------------------------------------------------------------------
-@pytest.mark.parametrize("B, C, nrow, rows, cols", [(10, 1, 4, 3, 4), (3, 3, 8, 1, 3), (8, 1, 8, 1, 8), (1, 1, 5, 1, 1)])
+@pytest.mark.parametrize("B, C, nrow, rows, cols",
+                         [(10, 1, 4, 3, 4), (3, 3, 8, 1, 3), (8, 1, 8, 1, 8), (1, 1, 5, 1, 1)])
 def test_make_grid_shape(B, C, nrow, rows, cols):
     H, W, pad = 6, 5, 1
     grid = plot.make_grid(torch.zeros(B, C, H, W), nrow=nrow, pad=pad)

@@ -124,7 +124,8 @@ def test_ddpm_step_matches_diffusers(name):
     # The model output is an x0-prediction: the step itself is compared, not the ill-conditioned
     # eps -> x0 division by alpha_t ~ 0.007 at t = 1 that both sides would round differently.
     g = torch.Generator().manual_seed(0)
-    x_t, x0_hat = torch.randn(16, 2, generator=g, dtype=torch.float64), torch.randn(16, 2, generator=g, dtype=torch.float64)
+    x_t = torch.randn(16, 2, generator=g, dtype=torch.float64)
+    x0_hat = torch.randn(16, 2, generator=g, dtype=torch.float64)
     for i in (999, 500, 37, 1):
         t, s = (i + 1) / T, i / T
         theirs = ref.step(x0_hat, i, x_t, generator=torch.Generator().manual_seed(9)).prev_sample
@@ -140,7 +141,8 @@ def test_ddim_step_matches_diffusers(name):
                                               timestep_spacing="leading"))
     ref.set_timesteps(50)
     g = torch.Generator().manual_seed(1)
-    x_t, x0_hat = torch.randn(16, 2, generator=g, dtype=torch.float64), torch.randn(16, 2, generator=g, dtype=torch.float64)
+    x_t = torch.randn(16, 2, generator=g, dtype=torch.float64)
+    x0_hat = torch.randn(16, 2, generator=g, dtype=torch.float64)
     for i in ref.timesteps.tolist()[:-1]:
         prev = i - T // 50
         t, s = (i + 1) / T, (prev + 1) / T

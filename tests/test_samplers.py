@@ -18,10 +18,12 @@ def _reference_and_errors(schedule, kind, method, ns, t_min=0.02, n=400):
     """Distance to a fine-grid reference solution of the same ODE from the same x_T."""
     model = MIX.denoiser(schedule, kind)
     x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    ref = samplers.sample(model, x_T, schedule, method="heun", times=torch.linspace(1, t_min, 3001, dtype=torch.float64))
+    ref = samplers.sample(model, x_T, schedule, method="heun",
+                          times=torch.linspace(1, t_min, 3001, dtype=torch.float64))
     errs = []
     for k in ns:
-        x = samplers.sample(model, x_T, schedule, method=method, times=torch.linspace(1, t_min, k + 1, dtype=torch.float64))
+        x = samplers.sample(model, x_T, schedule, method=method,
+                            times=torch.linspace(1, t_min, k + 1, dtype=torch.float64))
         errs.append((x - ref).norm(dim=1).mean().item())
     return errs
 
@@ -48,7 +50,8 @@ def test_order_of_convergence(sched, kind, method, lo, hi):
 
 
 def _w2_ratio(x, mixture, seed=0, n_repeats=3):
-    return metrics.floor_ratio("w2", x, lambda n, g: mixture.sample(n, generator=g), n_repeats=n_repeats, seed=seed)["ratio"]
+    return metrics.floor_ratio("w2", x, lambda n, g: mixture.sample(n, generator=g), n_repeats=n_repeats,
+                               seed=seed)["ratio"]
 
 
 @pytest.mark.parametrize("method,n_steps", [("ddpm", 200), ("ddim", 50), ("euler", 100), ("heun", 50),
@@ -83,7 +86,8 @@ def test_ddim_eta_one_matches_ddpm_in_distribution():
     model = EIGHT.denoiser(schedule)
     g = torch.Generator().manual_seed(4)
     x_T = torch.randn(2000, 2, generator=g)
-    a = samplers.sample(model, x_T, schedule, method="ddim", eta=1.0, n_steps=100, generator=torch.Generator().manual_seed(5))
+    a = samplers.sample(model, x_T, schedule, method="ddim", eta=1.0, n_steps=100,
+                        generator=torch.Generator().manual_seed(5))
     b = samplers.sample(model, x_T, schedule, method="ddpm", n_steps=100, generator=torch.Generator().manual_seed(6))
     floor = metrics.sliced_wasserstein(EIGHT.sample(2000, generator=torch.Generator().manual_seed(7)),
                                        EIGHT.sample(2000, generator=torch.Generator().manual_seed(8)))
@@ -94,8 +98,8 @@ def test_trajectory_shape_and_determinism():
     schedule = schedules.CosineSchedule()
     model = MIX.denoiser(schedule)
     x_T = torch.randn(10, 2, generator=torch.Generator().manual_seed(0))
-    x, traj = samplers.sample(model, x_T, schedule, method="ddpm", n_steps=7, generator=torch.Generator().manual_seed(1),
-                              return_trajectory=True)
+    x, traj = samplers.sample(model, x_T, schedule, method="ddpm", n_steps=7,
+                              generator=torch.Generator().manual_seed(1), return_trajectory=True)
     assert traj.shape == (8, 10, 2) and torch.equal(traj[-1], x) and torch.equal(traj[0], x_T)
     y = samplers.sample(model, x_T, schedule, method="ddpm", n_steps=7, generator=torch.Generator().manual_seed(1))
     assert torch.equal(x, y)
@@ -410,7 +414,8 @@ def test_churned_samplers_recover_the_mixture(method):
     (dict(method="euler_maruyama", churn=0.1), "churn"), (dict(method="ddim", eta=0.5, churn=0.1), "churn"),
     (dict(method="heun", churn=-1.0), "churn"), (dict(method="heun", eta=0.5), "eta"),
     (dict(method="euler_maruyama", eta=-1.0), "eta"), (dict(method="ddim", eta=1.5), "eta"),
-    (dict(method="ddim", corrector_steps=-1), "corrector_steps"), (dict(method="ddim", corrector_snr=0), "corrector_snr"),
+    (dict(method="ddim", corrector_steps=-1), "corrector_steps"),
+    (dict(method="ddim", corrector_snr=0), "corrector_snr"),
 ])
 def test_sample_rejects_bad_stochasticity(bad, match):
     lin = schedules.LinearSchedule()

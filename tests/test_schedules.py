@@ -136,7 +136,8 @@ def test_linear_betas_are_exact_integrals_of_beta_t():
     k = torch.arange(1, T + 1, dtype=torch.float64)
     beta_t = lambda u: bmin + u * (bmax - bmin)  # noqa: E731
     step_integrals = (beta_t((k - 1) / T) + beta_t(k / T)) / (2 * T)
-    ab = torch.exp(-torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(step_integrals, 0)]))  # linear: no floor
+    # linear: no floor
+    ab = torch.exp(-torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(step_integrals, 0)]))
     ref = 1 - ab[1:] / ab[:-1]
     torch.testing.assert_close(S.LinearSchedule(bmin, bmax).betas(T, torch.float64)[1:], ref, rtol=1e-9, atol=0)
 

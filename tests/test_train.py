@@ -3,8 +3,8 @@ logs, and refuses bad settings."""
 
 import pytest
 import torch
-from _syncs import count_syncs
 
+from _syncs import count_syncs
 from dmlib import losses, noise, schedules, toy
 from dmlib.nn import MLP
 from dmlib.train import TrainConfig, train
@@ -16,7 +16,8 @@ def _run(seed=0, **kw):
     torch.manual_seed(123)  # weight initialisation
     model = MLP(hidden=32, depth=2)
     data = lambda n, g: toy.sample_2d("8gaussians", n, generator=g)  # noqa: E731
-    return train(model, losses.diffusion_loss(schedules.CosineSchedule()), data, TrainConfig(seed=seed, **{**SMALL, **kw}))
+    return train(model, losses.diffusion_loss(schedules.CosineSchedule()), data,
+                 TrainConfig(seed=seed, **{**SMALL, **kw}))
 
 
 def test_loss_decreases_and_history_is_logged():

@@ -58,7 +58,8 @@ def test_null_class_equals_no_label_and_labels_matter():
     torch.testing.assert_close(model(x, t, torch.full((3,), 3)), none, rtol=0, atol=0)
     torch.testing.assert_close(model(x, t, 3), none, rtol=0, atol=0)  # one label for the batch
     assert not torch.allclose(model(x, t, torch.zeros(3, dtype=torch.long)), none)
-    assert not torch.allclose(model(x, t, torch.zeros(3, dtype=torch.long)), model(x, t, torch.ones(3, dtype=torch.long)))
+    assert not torch.allclose(model(x, t, torch.zeros(3, dtype=torch.long)),
+                              model(x, t, torch.ones(3, dtype=torch.long)))
 
 
 def test_time_matters():
@@ -239,7 +240,8 @@ X = torch.zeros(2, 1, 28, 28)
 
 
 @pytest.mark.parametrize("call, exc, match", [
-    (lambda: UNCOND(torch.zeros(2, 1, 32, 32), 0.5), ValueError, r"x_t must have shape \(B, 1, 28, 28\), got \(2, 1, 32, 32\)"),
+    (lambda: UNCOND(torch.zeros(2, 1, 32, 32), 0.5), ValueError,
+     r"x_t must have shape \(B, 1, 28, 28\), got \(2, 1, 32, 32\)"),
     (lambda: UNCOND(torch.zeros(2, 3, 28, 28), 0.5), ValueError, r"x_t must have shape \(B, 1, 28, 28\)"),
     (lambda: UNCOND(torch.zeros(2, 28, 28), 0.5), ValueError, r"x_t must have at least 4 dimension"),
     (lambda: UNCOND(torch.zeros(2, 1, 28, 28, 1), 0.5), ValueError, r"x_t must have shape \(B, 1, 28, 28\)"),
@@ -249,7 +251,8 @@ X = torch.zeros(2, 1, 28, 28)
     (lambda: COND(X, 0.5, torch.tensor([0.0, 1.0])), TypeError, r"y must hold integer class labels"),
     (lambda: COND(X, 0.5, torch.tensor([0, 4])), ValueError, r"y must be labels in \[0, 2\] \(or 3 for 'no class'\)"),
     (lambda: COND(X, 0.5, torch.tensor([0, 1, 2])), ValueError, r"y must be one label or have shape \(2,\)"),
-    (lambda: UNCOND(X, 0.5, torch.tensor([0, 1])), ValueError, r"y was given but this network was built without n_classes"),
+    (lambda: UNCOND(X, 0.5, torch.tensor([0, 1])), ValueError,
+     r"y was given but this network was built without n_classes"),
 ], ids=["28->32", "3 channels", "3-D", "5-D", "int images", "int t", "t batch", "float labels", "label out of range",
         "labels batch", "y unconditional"])
 def test_forward_rejects_bad_input(call, exc, match):

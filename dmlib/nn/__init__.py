@@ -8,12 +8,12 @@ declares what it predicts in ``model.prediction`` ("eps", "x0", "v", "score" or
 digits to latents and decodes them back.
 """
 
-from .embeddings import TimeEmbedding, sinusoidal_embedding
+from .autoencoder import Autoencoder, AutoencoderConfig
 from .classifier import DigitClassifier, NoisyDigitClassifier
+from .dit import DiT, DiTConfig
+from .embeddings import TimeEmbedding, sinusoidal_embedding
 from .mlp import MLP, NoisyClassifier
 from .unet import UNet, UNetConfig
-from .autoencoder import Autoencoder, AutoencoderConfig
-from .dit import DiT, DiTConfig
 
 __all__ = ["MLP", "NoisyClassifier", "TimeEmbedding", "sinusoidal_embedding", "UNet", "UNetConfig",
            "DigitClassifier", "NoisyDigitClassifier", "Autoencoder", "AutoencoderConfig", "DiT", "DiTConfig"]
