@@ -33,20 +33,24 @@ def test_book_py_builds_as_book_sh_does():
 def test_test_py_runs_pytest_twice_with_the_extra_arguments():
     out = _dry("test.py", "-k", "schedules", "-x")
     runs = [shlex.split(x.removeprefix("[dry-run] ")) for x in out.splitlines() if " -m pytest " in x]
-    first, probe, second = runs
-    assert first[-3:] == ["-k", "schedules", "-x"] and second[-3:] == ["-k", "schedules", "-x"]
+    first, probe, aside, second = runs  # the PDF's half is started first, beside the other
+    for cmd in (first, aside, second):
+        assert cmd[-3:] == ["-k", "schedules", "-x"]
     assert "--nbval-lax" in first and "--ignore=tests/test_book.py" in first
     assert second[4:6] == ["no:cacheprovider", "tests/test_book.py"] and "--collect-only" in probe
-    assert "--ignore=tests/test_book.py" in first and "DMLIB_BOOK_FROM_CACHE" not in first
+    assert aside[4:6] == ["no:cacheprovider", "tests/test_pdf.py"] and "tests/test_pdf.py" not in second
+    assert "--ignore=tests/test_book.py" in first and "--ignore=tests/test_pdf.py" in first
 
 
 def test_the_python_and_bash_commands_agree():
     # the same pytest runs as scripts/test.sh (its list of book tests is read from it)
-    first, probe, second = test_script.commands("PY", [])
+    first, probe, second, aside = test_script.commands("PY", [])
     sh = (ROOT / "scripts" / "test.sh").read_text()
     assert "tests book --nbval-lax -n 2 --dist loadfile" in sh and "tests/test_book.py" in test_script.book_tests()
     assert [f"--ignore={t}" for t in test_script.book_tests()] == first[first.index("loadfile") + 1:]
-    assert second[5:] == test_script.book_tests() == probe[5:-2]
+    assert probe[5:-2] == test_script.book_tests()
+    assert sorted(second[5:] + aside[5:]) == sorted(test_script.book_tests())
+    assert test_script.beside_tests() == ["tests/test_pdf.py"] and 'beside=(tests/test_pdf.py)' in sh
     setup_sh = (ROOT / "scripts" / "setup.sh").read_text()
     assert '-e ".[book,test]"' in setup_sh and "torch==2.13.0" in setup_sh and "-m dmlib.data" in setup_sh
     assert setup_env.venv_python(Path("/x/.venv")).name.startswith("python")
