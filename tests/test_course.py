@@ -106,21 +106,24 @@ def test_the_leak_check_finds_a_planted_leak():
     assert _outside(text) == ["def f():", ""] or _outside(text) == ["def f():"]
 
 
-def _grade(base, name, student, nb):
-    """Autograde one submission in a course directory of its own (copied from ``base``), so
-    that submissions grade side by side without sharing a gradebook."""
-    course_dir = base.parent / f"{base.name}-{student}"
+def _grade(base, name, submissions: dict, group: int):
+    """Autograde several submissions in one nbgrader call, in a course directory of its own
+    (copied from ``base``), so that groups grade side by side without sharing a gradebook.
+    One call per group, not one per student: nbgrader starts once, each notebook still runs
+    in a fresh kernel of its own."""
+    course_dir = base.parent / f"{base.name}-{group}"
     shutil.copytree(base, course_dir)
-    d = course_dir / "submitted" / student / name
-    d.mkdir(parents=True, exist_ok=True)
-    (d / f"{name}.ipynb").write_text(json.dumps(nb))
+    for student, nb in submissions.items():
+        d = course_dir / "submitted" / student / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{name}.ipynb").write_text(json.dumps(nb))
     exe = Path(sys.executable).parent / "nbgrader"
     env = dict(os.environ, DMLIB_MODE="quick",
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
-    r = subprocess.run([str(exe), "autograde", name, "--student", student, "--force"],
-                       cwd=course_dir, env=env, capture_output=True, text=True, timeout=1200)
-    assert r.returncode == 0, f"autograde of {student} failed:\n{r.stderr[-3000:]}"
-    return _scores(course_dir, name, student)
+    r = subprocess.run([str(exe), "autograde", name, "--force"],
+                       cwd=course_dir, env=env, capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, f"autograde of {sorted(submissions)} failed:\n{r.stderr[-3000:]}"
+    return {student: _scores(course_dir, name, student) for student in submissions}
 
 
 def _scores(course_dir, name, student):
@@ -157,10 +160,14 @@ def test_autograding(course, tmp_path, name):
             assert gid in cells, f"{name}: plant {plant['name']} edits unknown cell {gid}"
             cells[gid]["source"] = new
         submissions[plant["name"]] = nb
-    # two at a time: each autograde is a kernel of its own
+    # two groups side by side, each graded by one nbgrader call (a kernel per submission)
+    items = list(submissions.items())
+    groups = [dict(items[0::2]), dict(items[1::2])]
     with ThreadPoolExecutor(2) as pool:
-        graded = dict(zip(submissions, pool.map(
-            lambda kv: _grade(here, name, kv[0], kv[1]), submissions.items())))
+        graded = {}
+        for part in pool.map(lambda ig: _grade(here, name, ig[1], ig[0]), enumerate(groups)):
+            graded.update(part)
+    assert set(graded) == set(submissions), f"{name}: graded {sorted(graded)}"
     checks = {g: m for g, (_, m, _) in graded["instructor"].items() if g.endswith("_check")}
     written = [g for g in graded["instructor"] if g.endswith("_written")]
     got = {g: graded["instructor"][g][0] for g in checks}
