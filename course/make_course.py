@@ -432,20 +432,31 @@ def rubrics(made: dict) -> str:
     return "\n".join(lines)
 
 
-def nbgrader(args, cwd: Path) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).parent / "nbgrader"
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    r = subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True)
-    if r.returncode:
-        raise RuntimeError(f"nbgrader {' '.join(args)} failed in {cwd}:\n"
-                           f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
-    return r
+# `nbgrader generate_assignment NAME --force` for each name, through nbgrader's own API in one
+# process: nbgrader starts once for the whole course, not once per chapter
+_RELEASE = """
+import sys
+from nbgrader.apps import NbGraderAPI
+from traitlets.config.loader import PyFileConfigLoader
+
+api = NbGraderAPI(config=PyFileConfigLoader("nbgrader_config.py", path=".").load_config())
+for name in sys.argv[1:]:
+    result = api.generate_assignment(name, force=True)
+    if not result["success"]:
+        sys.exit(f"nbgrader generate_assignment {name} failed:\\n{result.get('error')}\\n"
+                 f"{result.get('log', '')[-4000:]}")
+"""
 
 
 def release(out: Path, made: dict) -> None:
-    for name in made:
-        nbgrader(["generate_assignment", name, "--force"], out)
+    """The student versions (release/chNN/chNN.ipynb) of every assignment in ``made``."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    r = subprocess.run([sys.executable, "-c", _RELEASE, *made], cwd=out, env=env,
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"nbgrader generate_assignment failed in {out}:\n"
+                           f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
 
 
 def main(argv=None) -> None:
