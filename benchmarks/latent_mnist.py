@@ -60,7 +60,7 @@ def _step_speed(name, batch, quick):
         loss(model, x0, y, g).backward()
         opt.step()
 
-    seconds = perf.time_steps(step, device="cpu", warmup=2 if quick else 5, iters=2 if quick else 20)
+    seconds = perf.time_steps(step, device="cpu", warmup=1 if quick else 5, iters=1 if quick else 20)
     return {"model": name, "parameters": sum(p.numel() for p in model.parameters()),
             "flops_per_step": perf.train_step_flops(model, loss, x0, y, g),
             "seconds_per_step": seconds, "img_per_s": batch / seconds}
@@ -102,11 +102,11 @@ def _train_for(name, seconds, quick):
     cfg = train.load_config(name)
     images, labels, source = train.load_data(cfg)
     loss = train.build_loss(cfg)
-    probe = train.train_config(cfg, steps=5 if quick else 20, warmup=1, progress=False, checkpoint_every=0)
+    probe = train.train_config(cfg, steps=2 if quick else 20, warmup=1, progress=False, checkpoint_every=0)
     start = time.perf_counter()
     train.train(train.build_model(cfg), loss, images, probe, labels=labels)
     per_step = (time.perf_counter() - start) / probe.steps
-    steps = max(10, int(seconds / per_step))
+    steps = max(2 if quick else 10, int(seconds / per_step))
     tcfg = train.train_config(cfg, steps=steps, warmup=min(cfg["train"]["warmup"], steps // 10),
                               checkpoint_every=0, progress=not quick)
     model = train.build_model(cfg)
@@ -161,17 +161,18 @@ def _run(args):
     payload = {"n": n, "sampler": f"dpmpp_2m, {steps} steps", "run_mode": run.run_mode()}
 
     if "speed" in parts:
-        rows = [_step_speed(name, 128, args.quick) for name in (PIXEL, LATENT, DIT)]
+        batch = 16 if args.quick else 128
+        rows = [_step_speed(name, batch, args.quick) for name in (PIXEL, LATENT, DIT)]
         for r in rows:
             print(f"{r['model']}: {r['img_per_s']:.0f} img/s, {r['parameters']:,} parameters", flush=True)
         ratio = rows[1]["img_per_s"] / rows[0]["img_per_s"]
-        payload["speed"] = {"batch": 128, "rows": rows, "latent_over_pixel": ratio,
+        payload["speed"] = {"batch": batch, "rows": rows, "latent_over_pixel": ratio,
                             "target": "latent U-Net step >= 3x faster than the pixel U-Net",
                             "meets_target": ratio >= 3.0}
 
     if "equal_time" in parts:
-        seconds = 4.0 if args.quick else 60.0 * args.minutes
-        ws = tuple(float(w) for w in args.w.split(","))
+        seconds = 1.0 if args.quick else 60.0 * args.minutes
+        ws = tuple(float(w) for w in args.w.split(","))[: 1 if args.quick else None]
         out = {"seconds_each": seconds, "w": ws}
         for key, name, is_latent in (("pixel", PIXEL, False), ("latent", LATENT, True)):
             model, info = _train_for(name, seconds, args.quick)
@@ -203,7 +204,8 @@ def _run(args):
                 step = record.get("step")
             print(f"{name} (step {step}):", flush=True)
             out[name] = {"step": step, "parameters": sum(p.numel() for p in model.denoiser.parameters()),
-                         "rows": _sweep(model, True, SWEEP, n, steps, args.batch, classifier, real)}
+                         "rows": _sweep(model, True, SWEEP[1:3] if args.quick else SWEEP, n, steps,
+                                        args.batch, classifier, real)}
         ok = [r for r in out[LATENT]["rows"] if 2 <= r["w"] <= 5 and r["accuracy"] >= 0.99]
         out.update(target="CFG accuracy >= 0.99 at some w in [2, 5] (mnist_latent_cond)", meets_target=bool(ok))
         payload["shipped"] = out
