@@ -3,7 +3,9 @@
 Loads the shipped unconditional U-Net `mnist_uncond` (cosine schedule, eps-prediction) and
 draws N samples from the same x_T with each sampler: DDPM with 1000 steps (ancestral, the
 posterior variance), DDIM with 50 and 20 steps, Heun, DPM-Solver++(2M) and UniPC at <= 20
-NFE, Euler-Maruyama. Each set is scored with `metrics.image_report` (the shipped evaluation
+NFE, Euler-Maruyama; DDIM-50 also on the log-SNR and EDM grids, and DDIM-200, the probability-
+flow ODE nearly solved (how close any deterministic sampler can come to DDPM-1000). Each
+set is scored with `metrics.image_report` (the shipped evaluation
 classifier's features; FD with a bootstrap interval, its real-vs-real floor at the same N,
 KID, precision and recall, confidence and coverage) and checked for memorisation (Section 9.5:
 the distance of each sample to its nearest image among the first 10,000 training digits against
@@ -11,6 +13,7 @@ that to its nearest test digit). Targets: DDIM-50 FD <= 1.10 x DDPM-1000
 FD; a second-order sampler at <= 20 NFE <= 1.2 x DDPM-1000 FD.
 On a CPU, N = 2000 (DDPM-1000 dominates: 2 million network evaluations); on a GPU use
 N >= 10000. Usage: python benchmarks/mnist_samplers.py [--n 2000] [--only ddim50 ...] [--quick]
+[--merge] (--merge adds the rows run now to the earlier results of the same model and N).
 
 DDPM-1000 at N = 2000 takes hours on a CPU. With ``--cache DIR`` every finished batch of samples
 is kept in DIR (safetensors, named by the model's sha256, sampler and batch), so an interrupted
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -33,11 +37,12 @@ from safetensors.torch import load_file, save_file
 from dmlib import data, diffusion, metrics, run, samplers, shipped, train
 
 try:
-    from _common import write
+    from _common import RESULTS, write
 except ImportError:
-    from benchmarks._common import write
+    from benchmarks._common import RESULTS, write
 
-# name: (method, steps); NFE as samplers.nfe counts them
+# name: (method, steps[, spacing]); NFE as samplers.nfe counts them. The default grid is uniform
+# in t; "log_snr" and "edm" (samplers.time_grid) run from t = 1 to T_MIN, then one last step to 0
 CONFIGS = {
     "ddpm1000": ("ddpm", 1000),
     "ddim50": ("ddim", 50),
@@ -47,7 +52,23 @@ CONFIGS = {
     "dpmpp_2m20": ("dpmpp_2m", 20),
     "dpmpp_2m10": ("dpmpp_2m", 10),
     "unipc_2m10": ("unipc_2m", 10),
+    # the probability-flow ODE nearly solved: how far the deterministic samplers can get
+    "ddim200": ("ddim", 200),
+    # DDIM-50 on the other grids of Section 4.5
+    "ddim50_log_snr": ("ddim", 50, "log_snr"),
+    "ddim50_edm": ("ddim", 50, "edm"),
 }
+T_MIN = 0.002
+
+
+def grid(config, schedule, quick=False):
+    """The time grid of a configuration (None: the sampler's uniform grid), with its NFE."""
+    method, steps, *spacing = config
+    steps = 3 if quick else steps
+    if not spacing or spacing[0] == "uniform":
+        return None, steps
+    times = samplers.time_grid(steps - 1, spacing=spacing[0], schedule=schedule, t_min=T_MIN)
+    return torch.cat([times, torch.zeros(1)]), steps
 
 
 def main(argv=None):
@@ -60,6 +81,9 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     ap.add_argument("--cache", default=None, help="keep finished batches here; resume from them")
     ap.add_argument("--part", default=None, help="K/M: sample only batches i with i %% M == K")
+    ap.add_argument("--merge", action="store_true",
+                    help="add the rows run now to the results file of the same model and N (its other "
+                         "rows, e.g. DDPM-1000, are kept), then recompute the checks")
     ap.add_argument("--clip", action="store_true",
                     help="every sampler on the x0-clipped denoiser (diffusion.ClipX0, Section 7.5)")
     args = ap.parse_args(argv)
@@ -72,7 +96,7 @@ def main(argv=None):
     schedule = train.build_loss(cfg).schedule
     if args.quick:
         model, record = train.build_model(cfg).eval(), {"step": 0}
-        n, names = 30, ["ddpm1000", "ddim50", "dpmpp_2m10"]
+        n, names = 30, args.only or ["ddpm1000", "ddim50", "dpmpp_2m10"]
     else:
         model, record = shipped.load("mnist_uncond")
         n, names = args.n, args.only or list(CONFIGS)
@@ -89,8 +113,8 @@ def main(argv=None):
     denoiser = diffusion.ClipX0(model, schedule) if args.clip else model
     rows = {}
     for name in names:
-        method, steps = CONFIGS[name]
-        steps = 3 if args.quick else steps
+        method = CONFIGS[name][0]
+        times, steps = grid(CONFIGS[name], schedule, args.quick)
         start = time.perf_counter()
         batches, cached = [], 0
         for b, i in enumerate(range(0, n, args.batch)):
@@ -106,7 +130,7 @@ def main(argv=None):
             # one generator per batch, so a batch is the same whoever samples it, in any order
             g = torch.Generator().manual_seed(1000 + b)
             x_b = samplers.sample(denoiser, x_T[i:i + args.batch].to(device), schedule, method=method,
-                                  n_steps=steps, generator=g, progress=not args.quick).cpu()
+                                  n_steps=steps, times=times, generator=g, progress=not args.quick).cpu()
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(path.name + ".tmp")
@@ -121,6 +145,7 @@ def main(argv=None):
         report = metrics.image_report(x, classifier, test, generator=torch.Generator().manual_seed(2))
         mem = metrics.memorisation(x, train_ref, test_images)
         rows[name] = {"method": method, "steps": steps, "nfe": samplers.nfe(method, steps),
+                      "spacing": CONFIGS[name][2] if len(CONFIGS[name]) > 2 else "uniform",
                       "sample_seconds": None if cached else round(seconds, 1),
                       "batches_from_cache": cached, **report,
                       "memorisation": {k: v for k, v in mem.items() if not isinstance(v, torch.Tensor)}}
@@ -129,11 +154,21 @@ def main(argv=None):
               f"memorisation ratio {mem['ratio']:.3f}, closer to train {mem['closer_train']:.3f}", flush=True)
     if part:
         return None
+    name = "mnist_samplers" + ("_clip" if args.clip else "") + ("_quick" if args.quick else "")
+    if args.merge:
+        rows = _merged(rows, name, args.out, n, record.get("step"), args.clip)
     ref = rows.get("ddpm1000")
     checks = {}
     if ref is not None:
         if "ddim50" in rows:
             checks["ddim50_over_ddpm1000"] = rows["ddim50"]["fd"] / ref["fd"]
+        grids = [k for k in ("ddim50", "ddim50_log_snr", "ddim50_edm") if k in rows]
+        if grids:
+            best = min(grids, key=lambda k: rows[k]["fd"])
+            checks["best_ddim50_grid"] = best
+            checks["best_ddim50_over_ddpm1000"] = rows[best]["fd"] / ref["fd"]
+        if "ddim200" in rows:  # the deterministic samplers' limit
+            checks["ddim200_over_ddpm1000"] = rows["ddim200"]["fd"] / ref["fd"]
         second = [k for k in ("dpmpp_2m20", "dpmpp_2m10", "unipc_2m10", "heun10") if k in rows]
         if second:
             best = min(second, key=lambda k: rows[k]["fd"])
@@ -141,9 +176,21 @@ def main(argv=None):
             checks["best_second_order_over_ddpm1000"] = rows[best]["fd"] / ref["fd"]
     payload = {"model": "mnist_uncond", "model_step": record.get("step"), "n": n, "rows": rows, "checks": checks,
                "targets": {"ddim50_over_ddpm1000": "<= 1.10", "best_second_order_over_ddpm1000": "<= 1.2"},
-               "clipped_x0": args.clip, "run_mode": run.run_mode()}
-    name = "mnist_samplers" + ("_clip" if args.clip else "") + ("_quick" if args.quick else "")
+               "clipped_x0": args.clip, "t_min_of_other_grids": T_MIN, "run_mode": run.run_mode()}
     return write(name, payload, args.out)
+
+
+def _merged(rows, name, out, n, step, clip):
+    """The rows of the results file `name` with ``rows`` added (or replaced): refused unless
+    that file holds the same model step, N and clipping, so that every row shares one x_T."""
+    path = (Path(out) if out else RESULTS) / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"--merge: no earlier results at {path}")
+    old = json.loads(path.read_text())
+    if (old.get("n"), old.get("model_step"), bool(old.get("clipped_x0"))) != (n, step, clip):
+        raise SystemExit(f"--merge: {path} holds N = {old.get('n')}, model step {old.get('model_step')}, "
+                         f"clipping {bool(old.get('clipped_x0'))}; this run has {n}, {step}, {clip}")
+    return {**old["rows"], **rows}
 
 
 if __name__ == "__main__":

@@ -37,3 +37,21 @@ def test_benchmark_runs_quick_and_records_the_machine(name, tmp_path):
 
         for row in record["rows"]:
             assert row["nfe"] == samplers.nfe(row["method"], row["steps"]), row
+
+
+def test_sampler_benchmark_merges_new_rows_into_results_of_the_same_run_only(tmp_path):
+    bench = _load("mnist_samplers")
+    out = Path(bench.main(["--quick", "--out", str(tmp_path), "--only", "ddpm1000", "ddim50"]))
+    bench.main(["--quick", "--out", str(tmp_path), "--only", "ddim50_log_snr", "ddim200", "--merge"])
+    record = json.loads(out.read_text())
+    assert set(record["rows"]) == {"ddpm1000", "ddim50", "ddim50_log_snr", "ddim200"}
+    assert record["rows"]["ddim50_log_snr"]["spacing"] == "log_snr"
+    assert record["checks"]["best_ddim50_grid"] in ("ddim50", "ddim50_log_snr")
+    assert "ddim200_over_ddpm1000" in record["checks"]
+    # rows of another N (another x_T) are never mixed in
+    record["n"] = 31
+    out.write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="holds N = 31"):
+        bench.main(["--quick", "--out", str(tmp_path), "--only", "ddim50_edm", "--merge"])
+    with pytest.raises(SystemExit, match="no earlier results"):
+        bench.main(["--quick", "--out", str(tmp_path / "empty"), "--only", "ddim50", "--merge"])
