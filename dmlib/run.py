@@ -163,6 +163,36 @@ def cache_dir():
     return base / "dmlib"
 
 
+def benchmark_record(name: str):
+    """The committed results of ``benchmarks/<name>.py``: ``(path, record)``, where ``record``
+    is the JSON file ``benchmarks/results/<name>.json`` read as a dict, or None in a copy
+    without it (dmlib installed on its own). Chapters 8 and 12 show them with
+    :func:`machine_words`; a chapter states a benchmark's numbers only from this record."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"{name}.json"
+    if not path.is_file():
+        return path, None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable benchmark record: {err}") from None
+    if not isinstance(record, dict) or "machine" not in record:
+        raise ValueError(f"{path} is not a benchmark record (no 'machine' entry)")
+    return path, record
+
+
+def machine_words(record: dict) -> str:
+    """Where a benchmark ran, in words: the GPU, or the CPU and its torch threads; torch,
+    commit and date."""
+    m = record["machine"]
+    threads = m.get("torch_threads")
+    where = m.get("gpu") or (
+        f"{m['cpu']} ({threads} thread{'s' if threads != 1 else ''})" if threads else m["cpu"])
+    return f"{where}, torch {m['torch']}, commit {m['commit']}, {m['date'][:10]}"
+
+
 def claims_when(condition: bool):
     """A filter for the ranges given to :func:`claim`: ``on_shipped = claims_when(shipped)``
     gives ``on_shipped(range) == range`` when ``condition`` holds and ``None`` (no claim)

@@ -216,3 +216,24 @@ def test_claims_when_passes_claims_only_under_its_condition():
     assert off((0.1, 0.2)) is None and off(True) is None
     with pytest.raises(TypeError, match="condition must be a bool"):
         run.claims_when("load")
+
+
+def test_benchmark_records_are_read_and_described(tmp_path, monkeypatch):
+    path, record = run.benchmark_record("mnist_samplers")
+    assert path.name == "mnist_samplers.json" and record["rows"]["ddpm1000"]["nfe"] == 1000
+    words = run.machine_words(record)
+    m = record["machine"]
+    assert words.startswith(f"{m['cpu']} ({m['torch_threads']} thread")
+    assert m["commit"] in words and m["date"][:10] in words
+    gpu = {**record, "machine": {**m, "gpu": "NVIDIA H200"}}
+    assert run.machine_words(gpu).startswith("NVIDIA H200, torch")
+    missing, none = run.benchmark_record("no_such_benchmark")
+    assert none is None and missing.name == "no_such_benchmark.json"
+    # a broken record is named, not half-read
+    fake = tmp_path / "pkg" / "dmlib"
+    (tmp_path / "pkg" / "benchmarks" / "results").mkdir(parents=True)
+    fake.mkdir()
+    (tmp_path / "pkg" / "benchmarks" / "results" / "bad.json").write_text("{not json")
+    monkeypatch.setattr(run, "__file__", str(fake / "run.py"))
+    with pytest.raises(ValueError, match="bad.json is not a readable benchmark record"):
+        run.benchmark_record("bad")
