@@ -82,3 +82,30 @@ def pytest_configure(config):
 
     if not config.pluginmanager.is_registered(nbcache):
         config.pluginmanager.register(nbcache, "dmbook-nbcache")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest files first, so that the two workers of scripts/test.sh finish together
+    (pytest-xdist's --dist loadfile hands whole files out in collection order, each to the next
+    free worker): files with tests marked ``slow``, then the chapters, longest first by their
+    measured compute (book/_compute.json, tests/chapter_compute.py), then the rest as
+    collected. Only the order changes; items of one file stay together."""
+    import json
+    from pathlib import Path
+
+    record = Path(__file__).resolve().parents[1] / "book" / "_compute.json"
+    try:
+        chapters = json.loads(record.read_text())["chapters"]
+        seconds = {name: max(e.get("seconds") or 0 for e in kinds.values()) for name, kinds in chapters.items()}
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        seconds = {}
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+
+    def key(item):
+        if item.path in slow_files:
+            return (0, 0.0)
+        if item.path.suffix == ".ipynb":
+            return (1, -seconds.get(item.path.stem, 0.0))
+        return (2, 0.0)
+
+    items.sort(key=key)
