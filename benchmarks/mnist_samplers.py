@@ -155,8 +155,13 @@ def main(argv=None):
     if part:
         return None
     name = "mnist_samplers" + ("_clip" if args.clip else "") + ("_quick" if args.quick else "")
+    earlier = None
     if args.merge:
-        rows = _merged(rows, name, args.out, n, record.get("step"), args.clip)
+        new_rows = set(rows)
+        rows, old = _merged(rows, name, args.out, n, record.get("step"), args.clip)
+        # the machine of the kept rows stays on record beside this run's
+        earlier = [*(old.get("earlier_runs") or []),
+                   {"machine": old["machine"], "rows": sorted(set(old["rows"]) - new_rows)}]
     ref = rows.get("ddpm1000")
     checks = {}
     if ref is not None:
@@ -177,6 +182,8 @@ def main(argv=None):
     payload = {"model": "mnist_uncond", "model_step": record.get("step"), "n": n, "rows": rows, "checks": checks,
                "targets": {"ddim50_over_ddpm1000": "<= 1.10", "best_second_order_over_ddpm1000": "<= 1.2"},
                "clipped_x0": args.clip, "t_min_of_other_grids": T_MIN, "run_mode": run.run_mode()}
+    if earlier:
+        payload["earlier_runs"] = earlier
     return write(name, payload, args.out)
 
 
@@ -190,7 +197,7 @@ def _merged(rows, name, out, n, step, clip):
     if (old.get("n"), old.get("model_step"), bool(old.get("clipped_x0"))) != (n, step, clip):
         raise SystemExit(f"--merge: {path} holds N = {old.get('n')}, model step {old.get('model_step')}, "
                          f"clipping {bool(old.get('clipped_x0'))}; this run has {n}, {step}, {clip}")
-    return {**old["rows"], **rows}
+    return {**old["rows"], **rows}, old
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ def test_sampler_benchmark_merges_new_rows_into_results_of_the_same_run_only(tmp
     assert record["rows"]["ddim50_log_snr"]["spacing"] == "log_snr"
     assert record["checks"]["best_ddim50_grid"] in ("ddim50", "ddim50_log_snr")
     assert "ddim200_over_ddpm1000" in record["checks"]
+    # the kept rows keep the machine they ran on
+    assert record["earlier_runs"][0]["rows"] == ["ddim50", "ddpm1000"]
+    assert set(record["earlier_runs"][0]["machine"]) == set(record["machine"])
     # rows of another N (another x_T) are never mixed in
     record["n"] = 31
     out.write_text(json.dumps(record))

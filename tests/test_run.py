@@ -200,7 +200,7 @@ def test_claim_checks_the_range_of_the_run_mode(monkeypatch):
     assert run.claim("x", 5.0, full=(0, 1)) == 5.0  # full claim not checked in quick mode
 
 
-def test_claim_refuses_what_is_not_one_number():
+def test_claim_refuses_what_is_not_one_number(clean_env):
     with pytest.raises(ValueError, match="one number"):
         run.claim("x", torch.zeros(2), full=(0, 1))
     with pytest.raises(TypeError, match="number or a bool"):
