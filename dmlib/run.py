@@ -166,8 +166,8 @@ def cache_dir():
 def benchmark_record(name: str):
     """The committed results of ``benchmarks/<name>.py``: ``(path, record)``, where ``record``
     is the JSON file ``benchmarks/results/<name>.json`` read as a dict, or None in a copy
-    without it (dmlib installed on its own). Chapters 8 and 12 show them with
-    :func:`machine_words`; a chapter states a benchmark's numbers only from this record."""
+    without it (dmlib installed on its own). Chapter 8 (Table 8.2) and Chapter 12 show them
+    with :func:`machine_words`; a chapter states a benchmark's numbers only from this record."""
     import json
     from pathlib import Path
 
@@ -184,8 +184,8 @@ def benchmark_record(name: str):
 
 
 def machine_words(record: dict) -> str:
-    """Where a benchmark ran, in words: the GPU, or the CPU and its torch threads; torch,
-    commit and date."""
+    """Where a benchmark ran, in words (the captions of Chapter 8 and Chapter 12): the GPU,
+    or the CPU and its torch threads; torch, commit and date."""
     m = record["machine"]
     threads = m.get("torch_threads")
     where = m.get("gpu") or (
