@@ -4,7 +4,10 @@ Loads the shipped unconditional U-Net `mnist_uncond` (cosine schedule, eps-predi
 draws N samples from the same x_T with each sampler: DDPM with 1000 steps (ancestral, the
 posterior variance), DDIM with 50 and 20 steps, Heun, DPM-Solver++(2M) and UniPC at <= 20
 NFE, Euler-Maruyama; DDIM-50 also on the log-SNR and EDM grids, and DDIM-200, the probability-
-flow ODE nearly solved (how close any deterministic sampler can come to DDPM-1000). Each
+flow ODE nearly solved (how close any deterministic sampler can come to DDPM-1000); and Heun
+with 10 steps and churn (a stochastic second-order sampler, its Gamma chosen beforehand by
+benchmarks/mnist_churn.py on other noise and the validation digits) and DPM-Solver++(2M) on the
+reverse SDE with 20 steps (another), beside DDPM with 20 steps. Each
 set is scored with `metrics.image_report` (the shipped evaluation
 classifier's features; FD with a bootstrap interval, its real-vs-real floor at the same N,
 KID, precision and recall, confidence and coverage) and checked for memorisation (Section 9.5:
@@ -41,8 +44,10 @@ try:
 except ImportError:
     from benchmarks._common import RESULTS, write
 
-# name: (method, steps[, spacing]); NFE as samplers.nfe counts them. The default grid is uniform
-# in t; "log_snr" and "edm" (samplers.time_grid) run from t = 1 to T_MIN, then one last step to 0
+# name: (method, steps[, spacing[, churn]]); NFE as samplers.nfe counts them. The default grid is uniform
+# in t; "log_snr" and "edm" (samplers.time_grid) run from t = 1 to T_MIN, then one last step to 0.
+# A fourth entry is the churn Gamma of a deterministic method (samplers.sample(churn=...)).
+CHURN = 1.0  # the choice recorded in results/mnist_churn.json
 CONFIGS = {
     "ddpm1000": ("ddpm", 1000),
     "ddim50": ("ddim", 50),
@@ -57,17 +62,24 @@ CONFIGS = {
     # DDIM-50 on the other grids of Section 4.5
     "ddim50_log_snr": ("ddim", 50, "log_snr"),
     "ddim50_edm": ("ddim", 50, "edm"),
+    # a stochastic second-order sampler: Heun with churn (Section 4.10), its Gamma chosen by
+    # benchmarks/mnist_churn.py on other draws of x_T and the validation digits
+    "heun10_churn": ("heun", 10, "uniform", CHURN),
+    # another: DPM-Solver++(2M) on the reverse SDE (Section 4.10), nothing to choose
+    "dpmpp_2m_sde20": ("dpmpp_2m_sde", 20),
+    "ddpm20": ("ddpm", 20),  # its first-order counterpart at the same NFE
 }
 T_MIN = 0.002
 
 
 def grid(config, schedule, quick=False):
     """The time grid of a configuration (None: the sampler's uniform grid), with its NFE."""
-    method, steps, *spacing = config
+    method, steps, *rest = config
     steps = 3 if quick else steps
-    if not spacing or spacing[0] == "uniform":
+    spacing = rest[0] if rest else "uniform"
+    if spacing == "uniform":
         return None, steps
-    times = samplers.time_grid(steps - 1, spacing=spacing[0], schedule=schedule, t_min=T_MIN)
+    times = samplers.time_grid(steps - 1, spacing=spacing, schedule=schedule, t_min=T_MIN)
     return torch.cat([times, torch.zeros(1)]), steps
 
 
@@ -114,6 +126,7 @@ def main(argv=None):
     rows = {}
     for name in names:
         method = CONFIGS[name][0]
+        churn = CONFIGS[name][3] if len(CONFIGS[name]) > 3 else 0.0
         times, steps = grid(CONFIGS[name], schedule, args.quick)
         start = time.perf_counter()
         batches, cached = [], 0
@@ -130,7 +143,8 @@ def main(argv=None):
             # one generator per batch, so a batch is the same whoever samples it, in any order
             g = torch.Generator().manual_seed(1000 + b)
             x_b = samplers.sample(denoiser, x_T[i:i + args.batch].to(device), schedule, method=method,
-                                  n_steps=steps, times=times, generator=g, progress=not args.quick).cpu()
+                                  n_steps=steps, times=times, churn=churn, generator=g,
+                                  progress=not args.quick).cpu()
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(path.name + ".tmp")
@@ -146,6 +160,7 @@ def main(argv=None):
         mem = metrics.memorisation(x, train_ref, test_images)
         rows[name] = {"method": method, "steps": steps, "nfe": samplers.nfe(method, steps),
                       "spacing": CONFIGS[name][2] if len(CONFIGS[name]) > 2 else "uniform",
+                      "churn": churn,
                       "sample_seconds": None if cached else round(seconds, 1),
                       "batches_from_cache": cached, **report,
                       "memorisation": {k: v for k, v in mem.items() if not isinstance(v, torch.Tensor)}}
@@ -159,9 +174,7 @@ def main(argv=None):
     if args.merge:
         new_rows = set(rows)
         rows, old = _merged(rows, name, args.out, n, record.get("step"), args.clip)
-        # the machine of the kept rows stays on record beside this run's
-        earlier = [*(old.get("earlier_runs") or []),
-                   {"machine": old["machine"], "rows": sorted(set(old["rows"]) - new_rows)}]
+        earlier = _earlier(old, new_rows)
     ref = rows.get("ddpm1000")
     checks = {}
     if ref is not None:
@@ -174,17 +187,38 @@ def main(argv=None):
             checks["best_ddim50_over_ddpm1000"] = rows[best]["fd"] / ref["fd"]
         if "ddim200" in rows:  # the deterministic samplers' limit
             checks["ddim200_over_ddpm1000"] = rows["ddim200"]["fd"] / ref["fd"]
-        second = [k for k in ("dpmpp_2m20", "dpmpp_2m10", "unipc_2m10", "heun10") if k in rows]
+        second = [k for k in ("dpmpp_2m20", "dpmpp_2m10", "unipc_2m10", "heun10", "heun10_churn",
+                              "dpmpp_2m_sde20") if k in rows]
         if second:
             best = min(second, key=lambda k: rows[k]["fd"])
             checks["best_second_order"] = best
             checks["best_second_order_over_ddpm1000"] = rows[best]["fd"] / ref["fd"]
+            ode = [k for k in second if not rows[k].get("churn") and rows[k]["method"] != "dpmpp_2m_sde"]
+            if ode:  # the deterministic ones alone
+                best = min(ode, key=lambda k: rows[k]["fd"])
+                checks["best_ode_second_order"] = best
+                checks["best_ode_second_order_over_ddpm1000"] = rows[best]["fd"] / ref["fd"]
     payload = {"model": "mnist_uncond", "model_step": record.get("step"), "n": n, "rows": rows, "checks": checks,
                "targets": {"ddim50_over_ddpm1000": "<= 1.10", "best_second_order_over_ddpm1000": "<= 1.2"},
                "clipped_x0": args.clip, "t_min_of_other_grids": T_MIN, "run_mode": run.run_mode()}
     if earlier:
         payload["earlier_runs"] = earlier
     return write(name, payload, args.out)
+
+
+def _earlier(old, new_rows):
+    """Where each kept row of a merged record ran: the earlier runs of the old record less the
+    rows run again now, then the old record's own machine with its rows that are kept."""
+    earlier, placed = [], set(new_rows)
+    for run_ in old.get("earlier_runs") or []:
+        placed |= set(run_["rows"])
+        kept = sorted(set(run_["rows"]) - set(new_rows))
+        if kept:
+            earlier.append({"machine": run_["machine"], "rows": kept})
+    own = sorted(set(old["rows"]) - placed)
+    if own:
+        earlier.append({"machine": old["machine"], "rows": own})
+    return earlier
 
 
 def _merged(rows, name, out, n, step, clip):

@@ -32,7 +32,7 @@ that introduces it):
 * :mod:`dmlib.colab`       the first cell of every chapter on Google Colab (nothing elsewhere)
 """
 
-__version__ = "0.2.1"  # the book's and the package's one version (pyproject.toml reads it)
+__version__ = "0.2.2"  # the book's and the package's one version (pyproject.toml reads it)
 
 import importlib
 

@@ -28,7 +28,7 @@ from .schedules import Schedule, _work, expand_to
 
 METHODS = (
     "ddpm", "ddim", "euler", "heun", "euler_maruyama", "dpmpp_2m", "dpmpp_3m",
-    "unipc_2m", "unipc_3m",
+    "unipc_2m", "unipc_3m", "dpmpp_2m_sde",
 )
 # the multistep solvers of the data prediction, and the order of their predictor
 MULTISTEP_ORDER = {"dpmpp_2m": 2, "dpmpp_3m": 3, "unipc_2m": 2, "unipc_3m": 3}
@@ -46,6 +46,7 @@ NFE_PER_STEP = {
     "dpmpp_3m": 1,
     "unipc_2m": 1,  # the corrector reuses the next step's evaluation
     "unipc_3m": 1,
+    "dpmpp_2m_sde": 1,
 }
 
 
@@ -186,6 +187,25 @@ def _dpmpp_2m(x_t, x0_hat, t, s, schedule, x0_prev=None, t_prev=None):
         d = (1 + 1 / (2 * r)) * x0_hat - 1 / (2 * r) * x0_prev
     # 2. exact linear part (eq-dpmpp-2m)
     return (sig_s / sig_t) * x_t - a_s * torch.expm1(-h) * d
+
+
+def _dpmpp_2m_sde(
+    x_t, x0_hat, t, s, schedule, x0_prev=None, t_prev=None, generator=None
+):
+    a_s, sig_s = _coeffs(s, schedule, x_t)  # (B, 1, ..., 1) each
+    _, sig_t = _coeffs(t, schedule, x_t)
+    lam_t, lam_s = (expand_to(schedule._log_snr(_work(u)), x_t) for u in (t, s))
+    h = (lam_s - lam_t) / 2  # the step in log(alpha / sigma) = lambda / 2
+    psi1 = -torch.expm1(-2 * h)  # 1 - e^{-2h}
+    # 1. the exact solution with x0 held at x0_hat: the DDPM posterior mean (eq-sde-dpm)
+    x_s = (sig_s / sig_t) * torch.exp(-h) * x_t + a_s * psi1 * x0_hat
+    if x0_prev is not None:
+        lam_p = expand_to(schedule._log_snr(_work(t_prev)), x_t)
+        slope = (x0_hat - x0_prev) / ((lam_t - lam_p) / 2)  # d x0 / d(lambda / 2)
+        # 2. the linear part of x0, integrated exactly (eq-sde-dpm-2m)
+        x_s = x_s + a_s * (h - psi1 / 2) * slope
+    # 3. the exact noise of the linear SDE: the posterior variance
+    return x_s + sig_s * psi1.sqrt() * noise.randn_like(x_t, generator=generator)
 
 
 def _dpmpp_3m(x_t, x0_hat, t, s, schedule, x0_prev, t_prev, x0_prev2, t_prev2):
@@ -440,6 +460,37 @@ def dpmpp_2m_step(x_t, x0_hat, t, s, schedule, *, x0_prev=None, t_prev=None):
     return _dpmpp_2m(
         x_t, x0_hat, _times(t, x_t), _times(s, x_t), schedule, x0_prev, t_prev
     )
+
+
+def dpmpp_2m_sde_step(
+    x_t, x0_hat, t, s, schedule, *, x0_prev=None, t_prev=None, generator=None
+):
+    """Second-order multistep step of DPM-Solver++(2M) on the reverse SDE (Lu et al.,
+    2022), Section 4.10.
+
+    In the half log-SNR l = lambda / 2 = log(alpha / sigma) the reverse SDE with the
+    data prediction x0(l) has the exact solution
+
+        x_s = (sigma_s / sigma_t) e^{-h} x_t
+              + alpha_s int_0^h 2 e^{2(u - h)} x0(l_t + u) du
+              + sigma_s sqrt(1 - e^{-2h}) z,
+
+    h = l_s - l_t, z ~ N(0, I). The step replaces x0 by the line through the
+    predictions at t and t_prev (h0 = l_t - l_prev back) and integrates it exactly:
+
+        x_s = (sigma_s / sigma_t) e^{-h} x_t + alpha_s psi1 x0_hat          # 1.
+              + alpha_s (h - psi1 / 2) (x0_hat - x0_prev) / h0               # 2.
+              + sigma_s sqrt(psi1) z,   psi1 = 1 - e^{-2h}.                  # 3.
+
+    Without a previous prediction (the first step) it is exactly the DDPM step
+    :func:`ddpm_step` (the posterior q(x_s | x_t, x0_hat)), drawing the same noise from
+    ``generator``. Needs s > 0; :func:`sample` returns x0_hat on a last step to s = 0.
+    """
+    (t_prev,) = _dpm_args(
+        x_t, x0_hat, t, s, schedule, [(x0_prev, t_prev, "x0_prev", "t_prev")]
+    )
+    t, s = _times(t, x_t), _times(s, x_t)
+    return _dpmpp_2m_sde(x_t, x0_hat, t, s, schedule, x0_prev, t_prev, generator)
 
 
 def dpmpp_3m_step(
@@ -764,7 +815,8 @@ def sample(
     data prediction; 3M takes first- and second-order steps while its history fills),
     "unipc_2m" or "unipc_3m" (the same predictors, each step but the last corrected
     with :func:`unic_step` from the next step's evaluation: one order higher at the
-    same cost, Section 4.6).
+    same cost, Section 4.6), "dpmpp_2m_sde" (the (2M) step on the reverse SDE,
+    stochastic, Section 4.10).
     ``times`` overrides the uniform grid
     of ``n_steps`` steps (see :func:`time_grid`). Stochasticity (Section 4.10):
 
@@ -832,6 +884,16 @@ def sample(
                 x_start = x if method.startswith("unipc") else None
                 x = _multistep(x, x0, t, s, schedule, history, order)
             history = [(x0, t)] + history[: order - 1]
+        elif method == "dpmpp_2m_sde":
+            x0 = _predict(model, x, t, schedule, "x0", y)
+            x0_p, t_p = history[0] if history else (None, None)
+            if to_zero:  # the prediction itself, as for the ODE solvers
+                x = x0
+            elif last:  # the last step adds no noise: the ODE's (2M) step
+                x = _dpmpp_2m(x, x0, t, s, schedule, x0_p, t_p)
+            else:
+                x = _dpmpp_2m_sde(x, x0, t, s, schedule, x0_p, t_p, generator)
+            history = [(x0, t)]
         elif method == "euler_maruyama":
             if last:  # the last step is the denoised mean
                 x = _ddim(x, _predict(model, x, t, schedule, "x0", y), t, s, schedule)

@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["samplers_nfe", "flow2d", "ddim_vs_ddpm", "device_core", "samplers_peer", "mnist_quickstart",
            "mnist_samplers", "mnist_guidance", "train_throughput",
-           "mnist_gpu5min", "autoencoder", "latent_mnist"]
+           "mnist_gpu5min", "autoencoder", "latent_mnist", "mnist_churn"]
 
 
 def _load(name):
@@ -51,6 +51,19 @@ def test_sampler_benchmark_merges_new_rows_into_results_of_the_same_run_only(tmp
     # the kept rows keep the machine they ran on
     assert record["earlier_runs"][0]["rows"] == ["ddim50", "ddpm1000"]
     assert set(record["earlier_runs"][0]["machine"]) == set(record["machine"])
+    # a third run: the rows it repeats leave the earlier runs' lists, each kept row stays with
+    # the machine it ran on
+    record["machine"]["date"] = "second run"
+    out.write_text(json.dumps(record))
+    bench.main(["--quick", "--out", str(tmp_path), "--only", "ddim50", "heun10_churn", "--merge"])
+    record = json.loads(out.read_text())
+    assert [e["rows"] for e in record["earlier_runs"]] == [["ddpm1000"], ["ddim200", "ddim50_log_snr"]]
+    assert record["earlier_runs"][1]["machine"]["date"] == "second run"
+    assert record["rows"]["heun10_churn"]["churn"] == bench.CHURN > 0
+    assert record["rows"]["ddim50"]["churn"] == 0.0
+    # the stochastic Heun competes for the best second-order sampler, not for the best ODE one
+    assert record["checks"]["best_second_order"] == "heun10_churn"
+    assert "best_ode_second_order" not in record["checks"]
     # rows of another N (another x_T) are never mixed in
     record["n"] = 31
     out.write_text(json.dumps(record))
@@ -58,3 +71,15 @@ def test_sampler_benchmark_merges_new_rows_into_results_of_the_same_run_only(tmp
         bench.main(["--quick", "--out", str(tmp_path), "--only", "ddim50_edm", "--merge"])
     with pytest.raises(SystemExit, match="no earlier results"):
         bench.main(["--quick", "--out", str(tmp_path / "empty"), "--only", "ddim50", "--merge"])
+
+
+def test_sampler_benchmark_scores_the_churn_chosen_on_held_out_noise():
+    """The Gamma that mnist_samplers.py scores on the test digits is the one mnist_churn.py
+    chose on other draws of x_T and the validation digits, for the same network."""
+    chosen = json.loads((ROOT / "benchmarks" / "results" / "mnist_churn.json").read_text())
+    samples = json.loads((ROOT / "benchmarks" / "results" / "mnist_samplers.json").read_text())
+    assert _load("mnist_samplers").CHURN == chosen["chosen_churn"]
+    assert samples["rows"]["heun10_churn"]["churn"] == chosen["chosen_churn"]
+    assert chosen["model_step"] == samples["model_step"]
+    assert 0 not in chosen["seeds"]  # mnist_samplers.py draws x_T from seed 0
+    assert chosen["reference"].startswith("validation")

@@ -162,6 +162,38 @@ def _dpm_scheduler(schedule, n_steps, T=1000):
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_dpmpp_2m_sde_matches_diffusers_sde_dpmsolver(name):
+    """samplers.dpmpp_2m_sde_step against diffusers' algorithm_type="sde-dpmsolver++" with
+    solver_type="heun" (its weight of the slope, 1 - (1 - e^{-2h}) / (2h), is eq-sde-dpm-2m's
+    (h - psi1 / 2) / h), step by step from the same x_t, x0 predictions and noise. Its first step
+    is first order, and ours is then exactly the DDPM step."""
+    schedule = schedules.get_schedule(name)
+    ref = diffusers.DPMSolverMultistepScheduler(
+        num_train_timesteps=T, trained_betas=_diffusers_betas(schedule), solver_order=2,
+        algorithm_type="sde-dpmsolver++", solver_type="heun", prediction_type="sample",
+        lower_order_final=False)
+    _in_float64(ref)
+    ref.set_timesteps(12)
+    ks = ref.timesteps.tolist()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(16, 2, generator=g, dtype=torch.float64)
+    prev = None
+    for j, (k, k_next) in enumerate(zip(ks, ks[1:])):
+        t, s = (k + 1) / T, (k_next + 1) / T
+        x0 = torch.randn(16, 2, generator=g, dtype=torch.float64)
+        z = torch.randn(16, 2, generator=torch.Generator().manual_seed(100 + j), dtype=torch.float64)
+        theirs = ref.step(x0, k, x, variance_noise=z).prev_sample
+        kw = dict(x0_prev=prev[0], t_prev=prev[1]) if prev else {}
+        ours = samplers.dpmpp_2m_sde_step(x, x0, t, s, schedule, generator=torch.Generator().manual_seed(100 + j),
+                                          **kw)
+        if j == 0:
+            torch.testing.assert_close(ours, samplers.ddpm_step(
+                x, x0, t, s, schedule, generator=torch.Generator().manual_seed(100 + j)))
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5, msg=f"step {j} (t={t:.3f})")
+        prev, x = (x0, t), theirs
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
 def test_dpmpp_steps_match_diffusers_multistep(name):
     """On diffusers' grid (timestep i is our t = (i + 1) / T), step by step from the same x_t and
     the same x0 predictions: its first step is DDIM, its second DPM-Solver++(2M) exactly as ours.

@@ -416,6 +416,7 @@ def test_churned_samplers_recover_the_mixture(method):
     (dict(method="euler_maruyama", eta=-1.0), "eta"), (dict(method="ddim", eta=1.5), "eta"),
     (dict(method="ddim", corrector_steps=-1), "corrector_steps"),
     (dict(method="ddim", corrector_snr=0), "corrector_snr"),
+    (dict(method="dpmpp_2m_sde", churn=0.1), "churn"), (dict(method="dpmpp_2m_sde", eta=0.5), "eta"),
 ])
 def test_sample_rejects_bad_stochasticity(bad, match):
     lin = schedules.LinearSchedule()
@@ -567,3 +568,77 @@ def test_unipc_in_sample_and_its_arguments():
         samplers.sample(den, x_T, lin, method="unipc_3m", n_steps=3, corrector_steps=1)
     with pytest.raises(ValueError, match="x0_s"):
         samplers.unic_step(x_T, x_T, 0.5, 0.4, lin, x0_s=x_T[:2])
+
+
+# -- DPM-Solver++(2M) on the reverse SDE (eq-sde-dpm, eq-sde-dpm-2m) ---------------------
+def test_dpmpp_2m_sde_first_step_is_the_ddpm_step():
+    """eq-sde-dpm with x0 held fixed is the posterior q(x_s | x_t, x0_hat): the same draw."""
+    for schedule in (schedules.LinearSchedule(), schedules.CosineSchedule()):
+        x0 = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        x_t = q_sample(x0, 0.6, schedule, generator=torch.Generator().manual_seed(1))
+        x0_hat = MIX.posterior_mean(x_t, 0.6, schedule)
+        a = samplers.dpmpp_2m_sde_step(x_t, x0_hat, 0.6, 0.45, schedule,
+                                       generator=torch.Generator().manual_seed(3))
+        b = samplers.ddpm_step(x_t, x0_hat, 0.6, 0.45, schedule, generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_dpmpp_2m_sde_integrates_a_linear_data_prediction_exactly():
+    """The slope term of eq-sde-dpm-2m against a quadrature of eq-sde-dpm's integral with x0
+    on the line through the two predictions; the noise and the DDPM part cancel in the
+    difference with the DDPM step drawn from the same generator."""
+    cos = schedules.CosineSchedule()
+    t_p, t, s = 0.7, 0.55, 0.4
+    ell = lambda u: cos.log_snr(u).item() / 2  # noqa: E731
+    line = lambda l: torch.tensor([[1.0 + 0.3 * l, -0.5 - 0.2 * l]], dtype=torch.float64)  # noqa: E731
+    x_t = torch.tensor([[0.3, -0.7]], dtype=torch.float64)
+    kw = dict(generator=torch.Generator().manual_seed(5))
+    out = samplers.dpmpp_2m_sde_step(x_t, line(ell(t)), t, s, cos, x0_prev=line(ell(t_p)), t_prev=t_p, **kw)
+    ddpm = samplers.ddpm_step(x_t, line(ell(t)), t, s, cos, generator=torch.Generator().manual_seed(5))
+    h = ell(s) - ell(t)
+    u = torch.linspace(0, h, 20001, dtype=torch.float64)
+    vals = torch.cat([2 * math.exp(2 * (v - h)) * (line(ell(t) + v) - line(ell(t))) for v in u.tolist()])
+    slope_part = cos.alpha(s).item() * torch.trapezoid(vals, u, dim=0)
+    torch.testing.assert_close(out - ddpm, slope_part[None], rtol=1e-8, atol=1e-10)
+
+
+def test_dpmpp_2m_sde_recovers_the_mixture():
+    schedule = schedules.CosineSchedule()
+    g = torch.Generator().manual_seed(1)
+    x = samplers.sample(EIGHT.denoiser(schedule), torch.randn(1000, 2, generator=g), schedule,
+                        method="dpmpp_2m_sde", n_steps=25, generator=g)
+    assert _w2_ratio(x, EIGHT) <= 1.2
+
+
+def test_dpmpp_2m_sde_in_sample_is_the_unrolled_loop():
+    """sample() is the public steps in a loop: DDPM first, then 2M on the SDE, x0_hat at t = 0."""
+    lin = schedules.LinearSchedule()
+    model = MIX.denoiser(lin)
+    x_T = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    got = samplers.sample(model, x_T, lin, method="dpmpp_2m_sde", n_steps=4,
+                          generator=torch.Generator().manual_seed(9))
+    g, x, prev = torch.Generator().manual_seed(9), x_T, None
+    grid = [1.0, 0.75, 0.5, 0.25, 0.0]
+    for t, s in zip(grid, grid[1:]):
+        x0 = samplers.predict(model, x, t, lin, "x0")
+        if s == 0.0:
+            x = x0
+            break
+        kw = dict(x0_prev=prev[0], t_prev=prev[1]) if prev else {}
+        x, prev = samplers.dpmpp_2m_sde_step(x, x0, t, s, lin, generator=g, **kw), (x0, t)
+    torch.testing.assert_close(got, x, rtol=1e-9, atol=1e-12)
+
+
+def test_dpmpp_2m_sde_beats_ddpm_on_a_gaussian_at_equal_steps():
+    """With the exact denoiser of one Gaussian, DDPM's samples are too narrow at few steps
+    (each step draws from q(x_s | x_t, E[x0 | x_t]) and so omits Var[x0 | x_t]); the 2M step's
+    slope term recovers much of that. Measured variance errors at 20 / 40 steps (cosine):
+    DDPM -0.063 / -0.037, 2M SDE 0.032 / 0.017, against the data's 0.25."""
+    gauss = toy.GaussianMixture([[1.0, -0.5]], stds=torch.tensor([0.5]), weights=[1.0])
+    schedule = schedules.CosineSchedule()
+    x_T = torch.randn(200_000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for n in (20, 40):
+        err = {m: abs(samplers.sample(gauss.denoiser(schedule), x_T, schedule, method=m, n_steps=n,
+                                      generator=torch.Generator().manual_seed(1)).var(0).mean().item() - 0.25)
+               for m in ("ddpm", "dpmpp_2m_sde")}
+        assert err["dpmpp_2m_sde"] < 0.6 * err["ddpm"], (n, err)
