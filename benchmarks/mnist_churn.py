@@ -32,9 +32,9 @@ import torch  # noqa: E402
 from dmlib import data, metrics, run, samplers, shipped, train  # noqa: E402
 
 try:
-    from _common import RESULTS, write
+    from _common import write
 except ImportError:
-    from benchmarks._common import RESULTS, write
+    from benchmarks._common import write
 
 CHURNS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.6, 2.4)
 METHOD, STEPS = "heun", 10

@@ -115,7 +115,8 @@ def test_samplers_draw_with_a_cpu_generator_for_another_device(method, eta):
         out = samplers.sample(meta_mlp(), x_T, LIN, method=method, n_steps=4, eta=eta, generator=cpu_gen())
     assert out.device == META and out.shape == x_T.shape
     # eta=None is each method's default: 0 for DDIM (deterministic), 1 for Euler-Maruyama
-    stochastic = method in ("ddpm", "dpmpp_2m_sde") or (method == "euler_maruyama" and eta != 0.0) or (method == "ddim" and bool(eta))
+    stochastic = (method in ("ddpm", "dpmpp_2m_sde") or (method == "euler_maruyama" and eta != 0.0)
+                  or (method == "ddim" and bool(eta)))
     assert bool(guard.draws) == stochastic, f"{method} (eta={eta}) drew {len(guard.draws)} times"
 
 
